@@ -1,0 +1,52 @@
+"""Counting what a round actually transmits.
+
+Every algorithm reports, per round, how many values and bytes each client uploads
+and how many the server broadcasts. A `TransmissionCost` is a plain record; an
+aggregator that compresses (RPN, quantization) knows its own cost and implements
+`CostedFactory`, and the default (no compression) is `dense_cost`: every value
+sent as-is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class TransmissionCost:
+  """Values and bytes sent in one direction by one party in one round."""
+
+  params: int
+  bytes: int
+
+  def __add__(self, other: 'TransmissionCost') -> 'TransmissionCost':
+    return TransmissionCost(self.params + other.params, self.bytes + other.bytes)
+
+  def times(self, k: int) -> 'TransmissionCost':
+    return TransmissionCost(self.params * k, self.bytes * k)
+
+
+ZERO_COST = TransmissionCost(0, 0)
+
+
+def dense_cost(
+    shapes: Iterable[Sequence[int]], bytes_per_value: int = 4
+) -> TransmissionCost:
+  """Cost of sending tensors of these shapes uncompressed (float32 by default)."""
+  params = int(sum(int(np.prod(s, dtype=np.int64)) for s in shapes))
+  return TransmissionCost(params=params, bytes=params * bytes_per_value)
+
+
+@runtime_checkable
+class CostedFactory(Protocol):
+  """An aggregation factory that knows what its clients upload and the server sends."""
+
+  def upload_cost(self, shapes: Sequence[Sequence[int]]) -> TransmissionCost:
+    """Per-client upload for model tensors (trainable weights) of these shapes."""
+
+  def download_cost(self, shapes: Sequence[Sequence[int]]) -> TransmissionCost:
+    """Per-client download of the aggregate for tensors of these shapes."""

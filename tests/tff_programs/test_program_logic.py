@@ -1,0 +1,140 @@
+"""The training loop with a fake algorithm (no TFF computation): rows, resume, interrupts."""
+
+import collections
+import csv
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_programs import checkpointing
+from tff_programs import program_logic
+from tff_programs import run_outputs
+from tff_programs.algorithms import base
+
+IDS = [f'c{i}' for i in range(6)]
+
+
+class FakeAlgorithm(base.FederatedAlgorithm):
+  """State = a vector; each round adds the mean of the clients' first batch."""
+
+  name = 'fake'
+
+  def __init__(self, *, with_client_states=False, fail_at=None):
+    self.uses_client_states = with_client_states
+    self.fail_at = fail_at
+
+  def initialize(self, seed):
+    return collections.OrderedDict(w=np.full([3], float(seed), np.float32))
+
+  def next(self, state, round_num, client_ids, client_datasets, client_states):
+    if self.fail_at == round_num:
+      raise KeyboardInterrupt('simulated Ctrl-C')
+    batches = [next(iter(ds))['x'].numpy().mean() for ds in client_datasets]
+    w = state['w'] + np.float32(np.mean(batches))
+    new_client_states = {}
+    if self.uses_client_states:
+      new_client_states = {c: {'visits': client_states[c]['visits'] + 1} for c in client_ids}
+    return base.RoundOutput(
+        collections.OrderedDict(w=w), new_client_states,
+        {'train_loss': float(w.sum()), 'clients': len(client_ids)},
+    )
+
+  def model_weights(self, state):
+    return [state['w']]
+
+  def initial_client_state(self, client_id, seed):
+    return {'visits': np.int64(0)}
+
+
+def dataset_fn(client_id, round_num):
+  rng = np.random.default_rng([int(client_id[1:]), round_num])
+  x = rng.normal(size=(8, 2)).astype(np.float32)
+  return tf.data.Dataset.from_tensor_slices({'x': x}).shuffle(8, seed=round_num).batch(4)
+
+
+def evaluate(state, client_states):
+  return {'eval_accuracy': float(1 - 1 / (1 + abs(state['w'][0])))}
+
+
+def run(tmp_path, *, rounds, algorithm, resume=False, checkpoint_every=2):
+  outputs = run_outputs.RunOutputs(str(tmp_path))
+  config = program_logic.LoopConfig(
+      rounds=rounds, clients_per_round=3, eval_every=2, checkpoint_every=checkpoint_every,
+      seed=1, target_accuracy=0.5,
+  )
+  return program_logic.run_training(
+      algorithm=algorithm, client_ids=IDS, make_client_dataset=dataset_fn, evaluate=evaluate,
+      config=config, outputs=outputs,
+      checkpoints=checkpointing.CheckpointManager(outputs.checkpoint_dir),
+      resume=resume, show_progress=False,
+  )
+
+
+def read_rows(path, drop=('seconds', 'train_seconds')):
+  with open(path / 'metrics.csv') as f:
+    return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+
+
+def test_one_row_per_round_and_eval_every(tmp_path):
+  result = run(tmp_path, rounds=5, algorithm=FakeAlgorithm())
+  rows = read_rows(tmp_path)
+  assert [int(r['round']) for r in rows] == [1, 2, 3, 4, 5]
+  assert [bool(r['eval_accuracy']) for r in rows] == [False, True, False, True, True]
+  assert result.summary['rounds_completed'] == 5
+  assert result.last_round == 5
+  assert checkpointing.CheckpointManager(str(tmp_path / 'checkpoints')).latest_round() == 5
+
+
+def test_identical_seeds_identical_runs(tmp_path):
+  a = run(tmp_path / 'a', rounds=4, algorithm=FakeAlgorithm())
+  b = run(tmp_path / 'b', rounds=4, algorithm=FakeAlgorithm())
+  np.testing.assert_array_equal(a.state['w'], b.state['w'])
+  assert read_rows(tmp_path / 'a') == read_rows(tmp_path / 'b')
+
+
+@pytest.mark.parametrize('with_client_states', [False, True])
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, with_client_states):
+  full = run(tmp_path / 'full', rounds=7, algorithm=FakeAlgorithm(with_client_states=with_client_states))
+  with pytest.raises(KeyboardInterrupt):
+    # Checkpoints at 2 and 4; interrupted during round 6, so round 5 is saved on exit.
+    run(tmp_path / 'cut', rounds=7, algorithm=FakeAlgorithm(with_client_states=with_client_states, fail_at=6))
+  ckpts = checkpointing.CheckpointManager(str(tmp_path / 'cut' / 'checkpoints'))
+  assert ckpts.latest_round() == 5, 'the last finished round must be saved on exit'
+  assert [int(r['round']) for r in read_rows(tmp_path / 'cut')] == [1, 2, 3, 4, 5]
+  resumed = run(tmp_path / 'cut', rounds=7, resume=True,
+                algorithm=FakeAlgorithm(with_client_states=with_client_states))
+  np.testing.assert_array_equal(full.state['w'], resumed.state['w'])
+  assert read_rows(tmp_path / 'full') == read_rows(tmp_path / 'cut')
+  if with_client_states:
+    assert full.client_states.keys() == resumed.client_states.keys()
+    for cid in full.client_states:
+      assert int(full.client_states[cid]['visits']) == int(resumed.client_states[cid]['visits'])
+    assert sum(int(s['visits']) for s in resumed.client_states.values()) == 7 * 3
+
+
+def test_resume_from_older_checkpoint_replaces_later_rows(tmp_path):
+  run(tmp_path, rounds=3, algorithm=FakeAlgorithm(), checkpoint_every=2)
+  # Simulate a crash that lost the round-3 checkpoint but not its metrics row.
+  import shutil
+  shutil.rmtree(tmp_path / 'checkpoints' / 'program_state_3')
+  run(tmp_path, rounds=4, algorithm=FakeAlgorithm(), resume=True)
+  assert [int(r['round']) for r in read_rows(tmp_path)] == [1, 2, 3, 4]
+  full = run(tmp_path / 'ref', rounds=4, algorithm=FakeAlgorithm())
+  assert read_rows(tmp_path) == read_rows(tmp_path / 'ref')
+  del full
+
+
+def test_checkpoint_keeps_client_states_of_each_version(tmp_path):
+  manager = checkpointing.CheckpointManager(str(tmp_path), keep_total=2)
+  template = lambda cid: {'a': np.zeros([2], np.float32), 'b': np.int64(0)}
+  for r in (1, 2, 3):
+    manager.save(r, {'w': np.float32(r)}, seed=5,
+                 client_states={'x': {'a': np.full([2], r, np.float32), 'b': np.int64(r)}})
+  assert manager.versions() == [2, 3]
+  assert sorted(p.name for p in tmp_path.glob('client_states_*.npz')) == [
+      'client_states_2.npz', 'client_states_3.npz']
+  state, clients, seed = manager.load(2, {'w': np.float32(0)}, template)
+  assert float(state['w']) == 2.0 and seed == 5
+  np.testing.assert_array_equal(clients['x']['a'], [2.0, 2.0])
+  assert int(clients['x']['b']) == 2

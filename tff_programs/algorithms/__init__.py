@@ -1,0 +1,31 @@
+"""Algorithm registry: name -> builder(task, experiment_config, aggregator).
+
+Each entry adapts the flat experiment config to the algorithm's own frozen
+config, so the program never branches on the algorithm name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Optional
+
+from tff_programs.algorithms import base
+from tff_programs.algorithms import fedavg
+
+
+def _fedavg_config(cfg: Any) -> fedavg.FedAvgConfig:
+  return fedavg.FedAvgConfig(
+      client_learning_rate=cfg.client_learning_rate,
+      server_learning_rate=cfg.server_learning_rate,
+      learning_rate_decay=cfg.learning_rate_decay,
+      client_weighting=cfg.client_weighting,
+      client_momentum=cfg.client_momentum,
+  )
+
+
+AlgorithmBuilder = Callable[[base.Task, Any, Optional[Any]], base.FederatedAlgorithm]
+
+ALGORITHMS: dict[str, AlgorithmBuilder] = {
+    'fedavg': lambda task, cfg, agg: fedavg.build_fedavg(task, _fedavg_config(cfg), aggregator=agg),
+    'fedsgd': lambda task, cfg, agg: fedavg.build_fedsgd(task, _fedavg_config(cfg), aggregator=agg),
+}

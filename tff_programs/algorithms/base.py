@@ -1,0 +1,101 @@
+"""The interface every FedSuite algorithm implements for the program logic.
+
+The program logic (`tff_programs/program_logic.py`) only knows this interface: it
+samples clients, builds their datasets, calls `next`, evaluates, checkpoints.
+What happens inside a round (a `tff.learning` process, a process with private
+client states, a two-model process) is the algorithm's business.
+
+* Stateless-client algorithms (FedAvg, FedSGD, RPN) ignore `client_states`.
+* Algorithms whose clients keep private state (FedPer) set
+  `uses_client_states = True`, return the updated states of the sampled clients in
+  `RoundOutput.client_states`, and provide `initial_client_state`.
+* Everything an algorithm returns as state is a nest of numpy arrays (TFF
+  structures, attrs classes, OrderedDicts), so checkpointing is generic.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+
+ServerState = Any
+ClientState = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What is trained: a Keras model builder and the shape of its batches.
+
+  Attributes:
+    model_builder: no-arg callable returning a fresh, uncompiled Keras model
+      whose output is logits.
+    element_spec: the `tf.data` element spec of one client batch:
+      `OrderedDict(x=TensorSpec, y=TensorSpec)` with a `None` batch dimension.
+    num_classes: number of output classes.
+    ignore_label: a label value excluded from loss and accuracy (padding in
+      sequence tasks), or None.
+  """
+
+  model_builder: Callable[[], tf.keras.Model]
+  element_spec: Any
+  num_classes: int
+  ignore_label: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundOutput:
+  """What one round returns to the program logic.
+
+  Attributes:
+    state: the new server state.
+    client_states: updated private states of this round's clients (by id);
+      empty for algorithms without client state.
+    metrics: flat scalars for `metrics.csv` (train_loss, train_accuracy,
+      clients, examples, upload/download params and bytes, ...).
+  """
+
+  state: ServerState
+  client_states: Mapping[str, ClientState]
+  metrics: Mapping[str, float]
+
+
+class FederatedAlgorithm(abc.ABC):
+  """A federated training algorithm, as the program logic drives it."""
+
+  name: str = 'algorithm'
+  uses_client_states: bool = False
+
+  @abc.abstractmethod
+  def initialize(self, seed: int) -> ServerState:
+    """The round-0 server state; deterministic for a seed."""
+
+  @abc.abstractmethod
+  def next(
+      self,
+      state: ServerState,
+      round_num: int,
+      client_ids: Sequence[str],
+      client_datasets: Sequence[tf.data.Dataset],
+      client_states: Mapping[str, ClientState],
+  ) -> RoundOutput:
+    """Runs round `round_num` (1-based) on the given clients."""
+
+  @abc.abstractmethod
+  def model_weights(self, state: ServerState) -> list[np.ndarray]:
+    """The global model's weights, in `keras_model.get_weights()` order."""
+
+  def initial_client_state(self, client_id: str, seed: int) -> ClientState:
+    """A new client's private state (only if `uses_client_states`)."""
+    raise NotImplementedError(f'{self.name} keeps no client state')
+
+  def client_model_weights(
+      self, state: ServerState, client_state: ClientState
+  ) -> list[np.ndarray]:
+    """A client's personalized model weights (defaults to the global model)."""
+    del client_state
+    return self.model_weights(state)

@@ -1,0 +1,294 @@
+"""One experiment, end to end, as a Python API (CLI, notebook and presets share it).
+
+    cfg = ExperimentConfig(dataset='mnist', data_dir='...', model='mnist_cnn',
+                           partition='iid', num_clients=100, client_fraction=0.1,
+                           local_epochs=5, batch_size=10, rounds=50)
+    result = run_experiment(cfg)
+
+`run_experiment` validates the config (one-line `ConfigError`s), loads and
+partitions the data, builds the model and the algorithm from the registries,
+runs the training loop inside a TFF runtime whose worker it always stops, and
+exports the final model. Flags live only in `tff_programs/train.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, Optional, Union
+
+import numpy as np
+import tensorflow as tf
+
+from compression import registry as aggregator_registry
+from datasets import federated as federated_lib
+from datasets import partition as partition_lib
+from datasets import registry as dataset_registry
+from models import registry as model_registry
+from tff_programs import algorithms as algorithm_registry
+from tff_programs import checkpointing
+from tff_programs import evaluation
+from tff_programs import program_logic
+from tff_programs import run_outputs
+from tff_programs import runtime
+from tff_programs import sampling
+from tff_programs.algorithms import base
+
+
+class ConfigError(ValueError):
+  """A one-line error about a flag/config value and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Every setting of a run (each is a `--flag` of `tff_programs.train`)."""
+
+  algorithm: str = 'fedavg'
+  aggregator: str = 'mean'
+  dataset: str = 'digits'
+  data_dir: Optional[str] = None
+  model: str = 'mnist_cnn'
+  partition: str = 'shards'
+  num_clients: int = 20
+  shards_per_client: int = 2
+  classes_per_client: int = 2
+  dirichlet_alpha: float = 0.5
+  client_fraction: float = 0.25
+  local_epochs: int = 5
+  batch_size: Union[int, str, None] = 10
+  client_learning_rate: float = 0.05
+  server_learning_rate: float = 1.0
+  learning_rate_decay: float = 1.0
+  client_weighting: str = 'num_examples'
+  client_momentum: float = 0.0
+  rounds: int = 60
+  eval_every: int = 5
+  checkpoint_every: int = 10
+  target_accuracy: Optional[float] = None
+  seed: int = 0
+  output_dir: str = 'runs'
+  run_name: Optional[str] = None
+  resume: bool = False
+  export: bool = True
+  quantize: bool = False
+  personalized_eval: bool = True
+
+  @property
+  def batch(self) -> Optional[int]:
+    """B as an int, or None for B=inf (the whole client dataset as one batch)."""
+    return parse_batch_size(self.batch_size)
+
+  @property
+  def resolved_run_name(self) -> str:
+    if self.run_name:
+      return self.run_name
+    b = 'inf' if self.batch is None else self.batch
+    return (
+        f'{self.algorithm}-{self.dataset}-{self.model}-{self.partition}'
+        f'-K{self.num_clients}-C{self.client_fraction:g}-E{self.local_epochs}-B{b}'
+        f'-lr{self.client_learning_rate:g}-seed{self.seed}'
+    )
+
+  @property
+  def run_dir(self) -> str:
+    return os.path.join(self.output_dir, self.resolved_run_name)
+
+  def to_json(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d['batch_size'] = 'inf' if self.batch is None else self.batch
+    return d
+
+
+def parse_batch_size(value: Union[int, str, None]) -> Optional[int]:
+  """'inf'/None -> None (B = the whole client set); positive ints -> int."""
+  if value is None or (isinstance(value, str) and value.strip().lower() in ('inf', 'infinity')):
+    return None
+  try:
+    b = int(value)
+    if b != float(value):
+      raise ValueError
+  except (TypeError, ValueError):
+    raise ConfigError(f"--batch_size={value!r}: must be a positive integer or 'inf'") from None
+  if b < 1:
+    raise ConfigError(f"--batch_size={value!r}: must be a positive integer or 'inf'")
+  return b
+
+
+def _choice(flag: str, value: str, allowed: Mapping[str, Any]) -> None:
+  if value not in allowed:
+    raise ConfigError(f'--{flag}={value!r}: unknown; allowed: {", ".join(sorted(allowed))}')
+
+
+def validate(cfg: ExperimentConfig) -> None:
+  """Raises ConfigError (one line: flag, value, what is allowed) on bad settings."""
+  _choice('algorithm', cfg.algorithm, algorithm_registry.ALGORITHMS)
+  _choice('aggregator', cfg.aggregator, aggregator_registry.AGGREGATORS)
+  _choice('dataset', cfg.dataset, dataset_registry.DATASETS)
+  _choice('model', cfg.model, model_registry.MODELS)
+  _choice('partition', cfg.partition, {**partition_lib.PARTITIONERS, 'natural': None})
+  if not 0.0 < cfg.client_fraction <= 1.0:
+    raise ConfigError(f'--client_fraction={cfg.client_fraction}: must be in (0, 1]')
+  for flag in ('local_epochs', 'rounds', 'eval_every', 'checkpoint_every', 'num_clients'):
+    value = getattr(cfg, flag)
+    if not isinstance(value, (int, np.integer)) or value < 1:
+      raise ConfigError(f'--{flag}={value}: must be an integer >= 1')
+  cfg.batch  # pylint: disable=pointless-statement  (validates B)
+  for flag in ('client_learning_rate', 'server_learning_rate', 'learning_rate_decay'):
+    value = getattr(cfg, flag)
+    if not (math.isfinite(value) and value > 0):
+      raise ConfigError(f'--{flag}={value}: must be a positive number')
+  if not 0.0 <= cfg.client_momentum < 1.0:
+    raise ConfigError(f'--client_momentum={cfg.client_momentum}: must be in [0, 1)')
+  if cfg.target_accuracy is not None and not 0.0 < cfg.target_accuracy <= 1.0:
+    raise ConfigError(f'--target_accuracy={cfg.target_accuracy}: must be in (0, 1]')
+  if cfg.algorithm == 'fedsgd' and cfg.local_epochs != 1:
+    raise ConfigError(
+        f'--local_epochs={cfg.local_epochs}: fedsgd takes one gradient per round (E=1)'
+    )
+  if cfg.partition == 'dirichlet' and cfg.dirichlet_alpha <= 0:
+    raise ConfigError(f'--dirichlet_alpha={cfg.dirichlet_alpha}: must be > 0')
+
+
+def _partition_options(cfg: ExperimentConfig) -> dict[str, Any]:
+  return {
+      'shards': {'shards_per_client': cfg.shards_per_client},
+      'k_class': {'classes_per_client': cfg.classes_per_client},
+      'dirichlet': {'alpha': cfg.dirichlet_alpha},
+  }.get(cfg.partition, {})
+
+
+def load_federated_data(cfg: ExperimentConfig) -> federated_lib.FederatedData:
+  """Loads `cfg.dataset` and partitions it over `cfg.num_clients` clients."""
+  data = dataset_registry.load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
+  if cfg.partition != 'natural' and len(data.y_train) < cfg.num_clients:
+    raise ConfigError(
+        f'--num_clients={cfg.num_clients}: {cfg.dataset} has only '
+        f'{len(data.y_train)} training examples; use at most that many clients'
+    )
+  return federated_lib.build_federated_data(
+      data,
+      partition=cfg.partition,
+      num_clients=cfg.num_clients,
+      seed=cfg.seed,
+      **_partition_options(cfg),
+  )
+
+
+def make_task(cfg: ExperimentConfig, data: federated_lib.FederatedData) -> base.Task:
+  """The model builder and batch spec for this config and data."""
+  builder = functools.partial(
+      model_registry.build_model, cfg.model, data.input_shape, data.num_classes
+  )
+  x0, y0 = next(iter(data.train_arrays.values()))
+  element_spec = {
+      'x': tf.TensorSpec([None, *data.input_shape], tf.as_dtype(x0.dtype)),
+      'y': tf.TensorSpec([None, *y0.shape[1:]], tf.as_dtype(y0.dtype)),
+  }
+  return base.Task(model_builder=builder, element_spec=element_spec, num_classes=data.num_classes)
+
+
+def client_dataset_fn(cfg: ExperimentConfig, data: federated_lib.FederatedData):
+  """(client_id, round) -> the client's shuffled, batched, repeated dataset."""
+  index = {cid: i for i, cid in enumerate(data.client_ids)}
+
+  def make(client_id: str, round_num: int) -> tf.data.Dataset:
+    x, y = data.train_arrays[client_id]
+    return federated_lib.client_dataset(
+        x, y,
+        batch_size=cfg.batch,
+        epochs=cfg.local_epochs,
+        shuffle_seed=federated_lib.round_seed(cfg.seed, round_num, index[client_id]),
+    )
+
+  return make
+
+
+def make_evaluate_fn(
+    cfg: ExperimentConfig,
+    data: federated_lib.FederatedData,
+    task: base.Task,
+    algorithm: base.FederatedAlgorithm,
+):
+  """(state, client_states) -> central and (if available) per-client metrics."""
+  evaluator = evaluation.KerasEvaluator(task.model_builder, ignore_label=task.ignore_label)
+  x_test, y_test = data.central_test
+
+  def evaluate(state: Any, client_states: Mapping[str, Any]) -> dict[str, float]:
+    weights = algorithm.model_weights(state)
+    result = evaluator.central(weights, x_test, y_test)
+    if cfg.personalized_eval and data.test_arrays:
+      if algorithm.uses_client_states:
+        result.update(evaluator.per_client(
+            lambda cid: algorithm.client_model_weights(
+                state,
+                client_states[cid] if cid in client_states
+                else algorithm.initial_client_state(cid, cfg.seed)),
+            data.test_arrays,
+        ))
+      else:
+        result.update(evaluator.per_client(None, data.test_arrays, shared_weights=weights))
+    return result
+
+  return evaluate, evaluator
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+  run_dir: str
+  summary: dict[str, Any]
+  training: program_logic.TrainingResult
+  export_report: Optional[dict[str, Any]]
+
+
+def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = None,
+                   log=print) -> ExperimentResult:
+  """Runs one experiment; see the module docstring."""
+  validate(cfg)
+  data = load_federated_data(cfg)
+  m = sampling.clients_per_round(len(data.client_ids), cfg.client_fraction)
+  outputs = run_outputs.RunOutputs(cfg.run_dir)
+  outputs.prepare(cfg.to_json(), resume=cfg.resume)
+  hist_path = outputs.write_label_histogram(data.client_ids, data.label_histogram)
+  log(f'{cfg.dataset}: {len(data.client_ids)} clients, {m} per round, '
+      f'{int(data.label_histogram.sum())} train examples; label histogram: {hist_path}')
+  log(partition_lib.format_histogram(data.label_histogram, max_rows=10))
+  task = make_task(cfg, data)
+  with runtime.tff_runtime(log_path=os.path.join(cfg.run_dir, 'tff_worker.log')):
+    aggregator = aggregator_registry.AGGREGATORS[cfg.aggregator](cfg)
+    algorithm = algorithm_registry.ALGORITHMS[cfg.algorithm](task, cfg, aggregator)
+    evaluate, evaluator = make_evaluate_fn(cfg, data, task, algorithm)
+    training = program_logic.run_training(
+        algorithm=algorithm,
+        client_ids=data.client_ids,
+        make_client_dataset=client_dataset_fn(cfg, data),
+        evaluate=evaluate,
+        config=program_logic.LoopConfig(
+            rounds=cfg.rounds,
+            clients_per_round=m,
+            eval_every=cfg.eval_every,
+            checkpoint_every=cfg.checkpoint_every,
+            seed=cfg.seed,
+            target_accuracy=cfg.target_accuracy,
+        ),
+        outputs=outputs,
+        checkpoints=checkpointing.CheckpointManager(outputs.checkpoint_dir),
+        resume=cfg.resume,
+        show_progress=show_progress,
+    )
+    final_weights = algorithm.model_weights(training.state)
+  report = None
+  if cfg.export:
+    from tff_programs import export as export_lib  # pylint: disable=g-import-not-at-top
+
+    model = task.model_builder()
+    model.set_weights(final_weights)
+    report = export_lib.export_model(
+        model, cfg.run_dir, *data.central_test, quantize=cfg.quantize
+    )
+    training.summary['export'] = report
+    outputs.write_summary(training.summary)
+  return ExperimentResult(cfg.run_dir, training.summary, training, report)

@@ -1,0 +1,106 @@
+"""Turns a plain Keras model builder into what `tff.learning` consumes.
+
+`models/` never imports TFF; this adapter is the one place where a Keras builder
+becomes a `tff.learning.models.VariableModel` function. Loss is sparse categorical
+cross-entropy on logits, metric is accuracy; for sequence tasks a padding label is
+masked out of both (the FedAvg paper's Shakespeare accuracy ignores padding).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+
+class MaskedSparseCategoricalAccuracy(tf.keras.metrics.SparseCategoricalAccuracy):
+  """Accuracy that ignores positions whose label equals `ignore_label`."""
+
+  def __init__(self, ignore_label: int, name: str = 'sparse_categorical_accuracy', **kwargs):
+    super().__init__(name=name, **kwargs)
+    self._ignore_label = ignore_label
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    mask = tf.cast(tf.not_equal(y_true, self._ignore_label), tf.float32)
+    if sample_weight is not None:
+      mask *= tf.cast(sample_weight, tf.float32)
+    return super().update_state(y_true, y_pred, sample_weight=mask)
+
+  def get_config(self):
+    return dict(super().get_config(), ignore_label=self._ignore_label)
+
+
+class MaskedSparseCategoricalCrossentropy(tf.keras.losses.Loss):
+  """Mean cross-entropy on logits over positions whose label is not ignored."""
+
+  def __init__(self, ignore_label: int, name: str = 'masked_sparse_ce'):
+    super().__init__(name=name, reduction=tf.keras.losses.Reduction.NONE)
+    self._ignore_label = ignore_label
+
+  def call(self, y_true, y_pred):
+    raise NotImplementedError  # __call__ is overridden.
+
+  def __call__(self, y_true, y_pred, sample_weight=None):
+    del sample_weight
+    mask = tf.cast(tf.not_equal(y_true, self._ignore_label), tf.float32)
+    safe = tf.where(tf.equal(y_true, self._ignore_label), tf.zeros_like(y_true), y_true)
+    ce = tf.keras.losses.sparse_categorical_crossentropy(safe, y_pred, from_logits=True)
+    return tf.math.divide_no_nan(tf.reduce_sum(ce * mask), tf.reduce_sum(mask))
+
+
+def loss_fn(ignore_label: Optional[int] = None) -> tf.keras.losses.Loss:
+  if ignore_label is None:
+    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  return MaskedSparseCategoricalCrossentropy(ignore_label)
+
+
+def metrics_fn(ignore_label: Optional[int] = None) -> list[tf.keras.metrics.Metric]:
+  if ignore_label is None:
+    return [tf.keras.metrics.SparseCategoricalAccuracy()]
+  return [MaskedSparseCategoricalAccuracy(ignore_label)]
+
+
+def tff_model_fn(
+    model_builder: Callable[[], tf.keras.Model],
+    element_spec: Any,
+    *,
+    ignore_label: Optional[int] = None,
+) -> Callable[[], tff.learning.models.VariableModel]:
+  """A no-arg function building a `tff.learning` model from `model_builder`.
+
+  Batches are `OrderedDict(x=..., y=...)`; `element_spec` is their spec.
+  """
+
+  def model_fn() -> tff.learning.models.VariableModel:
+    return tff.learning.models.from_keras_model(
+        model_builder(),
+        loss=loss_fn(ignore_label),
+        input_spec=collections.OrderedDict(x=element_spec['x'], y=element_spec['y']),
+        metrics=metrics_fn(ignore_label),
+    )
+
+  return model_fn
+
+
+def model_weights_from_keras(model: tf.keras.Model) -> tff.learning.models.ModelWeights:
+  """`ModelWeights` holding the Keras model's current values as numpy arrays."""
+  return tff.learning.models.ModelWeights(
+      trainable=[v.numpy() for v in model.trainable_weights],
+      non_trainable=[v.numpy() for v in model.non_trainable_weights],
+  )
+
+
+def keras_weights_order(
+    model: tf.keras.Model, weights: tff.learning.models.ModelWeights
+) -> list[np.ndarray]:
+  """Reorders TFF (trainable, non_trainable) weights into `model.get_weights()` order."""
+  by_ref = {}
+  for var, value in zip(model.trainable_weights, weights.trainable):
+    by_ref[var.ref()] = np.asarray(value)
+  for var, value in zip(model.non_trainable_weights, weights.non_trainable):
+    by_ref[var.ref()] = np.asarray(value)
+  return [by_ref[v.ref()] for v in model.weights]

@@ -1,0 +1,109 @@
+r"""Federated training from the command line.
+
+    python -m tff_programs.train                       # FedAvg on digits, ~1 min
+    python -m tff_programs.train --dataset=mnist --data_dir=/path/to/mnist \
+        --model=mnist_cnn --partition=iid --num_clients=100 --client_fraction=0.1 \
+        --local_epochs=5 --batch_size=10 --client_learning_rate=0.1 \
+        --target_accuracy=0.99 --rounds=60
+    python -m tff_programs.train --flagfile=tff_programs/configs/<preset>.flags
+    python -m tff_programs.train ... --resume          # continue a stopped run
+
+Flags map one to one onto `tff_programs.experiment.ExperimentConfig`; this file
+only parses them, reports errors in one line and wires `run_experiment`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+from tff_programs import experiment
+
+_D = experiment.ExperimentConfig()
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string('algorithm', _D.algorithm, 'Federated algorithm: fedavg | fedsgd (FedAvg with E=1, B=inf, one gradient step per round).')
+flags.DEFINE_string('aggregator', _D.aggregator, 'Model-update aggregator: mean (TFF weighted mean).')
+flags.DEFINE_string('dataset', _D.dataset, 'digits (scikit-learn, embedded) | mnist | cifar10 | cifar100 | emnist | synthetic.')
+flags.DEFINE_string('data_dir', _D.data_dir, 'Folder with the dataset files (mnist: the 4 IDX .gz files or mnist.npz; cifar: the python batches or tarball; emnist: TFF cache).')
+flags.DEFINE_string('model', _D.model, 'Model name from models/registry.py (mnist_2nn, mnist_cnn, keras_mnist_cnn, cifar_cnn, ...).')
+flags.DEFINE_string('partition', _D.partition, 'iid | shards (pathological non-IID) | k_class | dirichlet | natural.')
+flags.DEFINE_integer('num_clients', _D.num_clients, 'K, the number of clients.')
+flags.DEFINE_integer('shards_per_client', _D.shards_per_client, 'shards partition: shards per client (the paper: 2).')
+flags.DEFINE_integer('classes_per_client', _D.classes_per_client, 'k_class partition: at most this many classes per client.')
+flags.DEFINE_float('dirichlet_alpha', _D.dirichlet_alpha, 'dirichlet partition: concentration alpha (smaller = more skewed).')
+flags.DEFINE_float('client_fraction', _D.client_fraction, 'C in (0, 1]: m = max(round(C*K), 1) clients per round.')
+flags.DEFINE_integer('local_epochs', _D.local_epochs, 'E >= 1, local epochs per round.')
+flags.DEFINE_string('batch_size', str(_D.batch_size), "B: local minibatch size, or 'inf' for the whole client dataset as one batch.")
+flags.DEFINE_float('client_learning_rate', _D.client_learning_rate, 'eta, the client SGD learning rate (for fedsgd: the gradient step).')
+flags.DEFINE_float('server_learning_rate', _D.server_learning_rate, 'Server learning rate applied to the averaged update (1.0 = the paper).')
+flags.DEFINE_float('learning_rate_decay', _D.learning_rate_decay, 'eta at round r is eta * decay**(r-1) (1.0 = constant).')
+flags.DEFINE_string('client_weighting', _D.client_weighting, 'num_examples (n_k/n, the paper) | uniform (1/m).')
+flags.DEFINE_float('client_momentum', _D.client_momentum, 'Momentum of the client optimizer (0 = plain SGD).')
+flags.DEFINE_integer('rounds', _D.rounds, 'Total communication rounds (may be raised with --resume).')
+flags.DEFINE_integer('eval_every', _D.eval_every, 'Evaluate on the test set every this many rounds (and at the last).')
+flags.DEFINE_integer('checkpoint_every', _D.checkpoint_every, 'Checkpoint every this many rounds (and at the last, and on exit).')
+flags.DEFINE_float('target_accuracy', _D.target_accuracy, 'Target test accuracy for rounds-to-target (e.g. 0.99).')
+flags.DEFINE_integer('seed', _D.seed, 'Seed of initialization, partition, sampling and shuffling.')
+flags.DEFINE_string('output_dir', _D.output_dir, 'Parent folder of run folders.')
+flags.DEFINE_string('run_name', _D.run_name, 'Run folder name (default: derived from the main flags).')
+flags.DEFINE_bool('resume', _D.resume, 'Continue the run in the run folder from its latest checkpoint.')
+flags.DEFINE_bool('export', _D.export, 'Export the final model (.keras, SavedModel, .tflite checked against Keras).')
+flags.DEFINE_bool('quantize', _D.quantize, 'Export a dynamic-range quantized TFLite model instead of float.')
+flags.DEFINE_bool('personalized_eval', _D.personalized_eval, 'Also evaluate on per-client test splits (client mean/std/min/max).')
+flags.DEFINE_bool('progress', None, 'Force the progress bar on/off (default: on when stderr is a terminal).')
+
+USER_ERRORS = (ValueError, FileNotFoundError)
+
+
+def config_from_flags() -> experiment.ExperimentConfig:
+  values = {name: FLAGS[name].value for name in experiment.ExperimentConfig.__dataclass_fields__}
+  return experiment.ExperimentConfig(**values)
+
+
+def _sigterm_to_interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt('SIGTERM')
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f'train: error: unexpected arguments {argv[1:]}; flags look like --name=value',
+          file=sys.stderr)
+    return 2
+  signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+  try:
+    cfg = config_from_flags()
+    result = experiment.run_experiment(cfg, show_progress=FLAGS.progress)
+  except KeyboardInterrupt:
+    print(f'train: interrupted; finished rounds are saved in {FLAGS.output_dir}. '
+          'Run the same command with --resume to continue.', file=sys.stderr)
+    return 130
+  except USER_ERRORS as e:
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    print(f'train: error: {message}', file=sys.stderr)
+    return 2
+  s = result.summary
+  print(f"done: {s['rounds_completed']} rounds, final test accuracy "
+        f"{s['final_eval_accuracy']:.4f} (best {s['best_eval_accuracy']:.4f}), "
+        f"rounds to target: {s['rounds_to_target']}")
+  if result.export_report:
+    r = result.export_report
+    print(f"tflite: {r['tflite_path']} accuracy {r['tflite_accuracy']:.4f} "
+          f"(keras {r['keras_accuracy']:.4f})")
+  print(f'outputs: {result.run_dir}/ (metrics.csv, summary.json, tensorboard/, checkpoints/, model.keras, model.tflite)')
+  return 0
+
+
+def run() -> None:
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()
