@@ -1,0 +1,1 @@
+"""Datasets: local loaders, seeded client partitions, federated views."""

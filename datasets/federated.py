@@ -1,0 +1,373 @@
+"""Federated views of an `ArrayDataset`: client splits, ClientData, tf.data.
+
+`build_federated_data` partitions a dataset's train set into clients (a named
+partitioner from `datasets.partition`, or the dataset's natural groups), gives
+each client a test set drawn like its train set (for personalization metrics),
+and keeps the whole test set for central evaluation. The result holds numpy
+arrays; TFF `ClientData` views are built lazily on first use.
+
+`client_dataset` turns one client's arrays into the `tf.data.Dataset` a round
+of local training consumes: a seeded shuffle per epoch, batches, E epochs.
+`round_seed` derives that shuffle seed from (run seed, round, client), so a run
+is reproducible and a resumed run sees the same data order.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import types
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from datasets import base
+from datasets import partition as partition_lib
+
+NATURAL = 'natural'
+
+ClientArrays = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _client_data(
+    arrays: ClientArrays, client_ids: tuple[str, ...]
+) -> tff.simulation.datasets.ClientData:
+  """A `ClientData` over per-client numpy arrays, elements OrderedDict(x, y).
+
+  Called with a Python `str` (what `create_tf_dataset_for_client` does), the
+  dataset function slices just that client's arrays. Called with a string
+  tensor (inside `dataset_computation` or
+  `create_tf_dataset_from_all_clients`), it must be traceable, so it embeds all
+  clients' examples in the graph once and slices by the looked-up client;
+  those concatenated arrays are built on first such use only.
+  """
+  concatenated = {}
+
+  def graph_arrays():
+    if not concatenated:
+      sizes = [len(arrays[c][1]) for c in client_ids]
+      concatenated['x'] = np.concatenate([arrays[c][0] for c in client_ids])
+      concatenated['y'] = np.concatenate([arrays[c][1] for c in client_ids])
+      concatenated['offsets'] = np.cumsum([0] + sizes).astype(np.int64)
+    return concatenated
+
+  def dataset_fn(client_id: Any) -> tf.data.Dataset:
+    if isinstance(client_id, (str, bytes)):
+      if isinstance(client_id, bytes):
+        client_id = client_id.decode()
+      x, y = arrays[client_id]
+      return tf.data.Dataset.from_tensor_slices(
+          collections.OrderedDict(x=x, y=y)
+      )
+    data = graph_arrays()
+    match = tf.equal(tf.constant(client_ids), client_id)
+    index = tf.argmax(tf.cast(match, tf.int32), output_type=tf.int32)
+    with tf.control_dependencies([
+        tf.debugging.Assert(
+            tf.reduce_any(match), ['No data found for client ', client_id]
+        )
+    ]):
+      offsets = tf.identity(tf.constant(data['offsets']))
+    start, end = offsets[index], offsets[index + 1]
+    return tf.data.Dataset.from_tensor_slices(
+        collections.OrderedDict(
+            x=tf.constant(data['x'])[start:end],
+            y=tf.constant(data['y'])[start:end],
+        )
+    )
+
+  return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
+      list(client_ids), dataset_fn
+  )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FederatedData:
+  """A dataset split into clients, as numpy arrays with lazy TFF views.
+
+  Attributes:
+    name: Dataset name.
+    client_ids: 'client_000', ... in partition order (zero-padded to at least
+      three digits, wider when there are more than 1,000 clients).
+    train_arrays: client id -> (x, y) train examples.
+    test_arrays: client id -> (x, y) per-client test examples (possibly empty
+      for a client), or None when per-client test sets were not requested.
+    central_test: (x, y) of the whole test set.
+    label_histogram: (clients, classes) int64 train label counts.
+    num_classes: Number of classes.
+    input_shape: Shape of one example.
+  """
+
+  name: str
+  client_ids: tuple[str, ...]
+  train_arrays: ClientArrays
+  test_arrays: Optional[ClientArrays]
+  central_test: tuple[np.ndarray, np.ndarray]
+  label_histogram: np.ndarray
+  num_classes: int
+  input_shape: tuple[int, ...]
+
+  @functools.cached_property
+  def train_client_data(self) -> tff.simulation.datasets.ClientData:
+    """Train data as `ClientData`; elements OrderedDict(x=float32, y=int64)."""
+    return _client_data(self.train_arrays, self.client_ids)
+
+  @functools.cached_property
+  def test_client_data(self) -> Optional[tff.simulation.datasets.ClientData]:
+    """Per-client test data as `ClientData`, or None.
+
+    Only clients with at least one test example are listed (an empty client
+    dataset would make per-client metrics undefined).
+    """
+    if self.test_arrays is None:
+      return None
+    ids = tuple(c for c in self.client_ids if len(self.test_arrays[c][1]))
+    if not ids:
+      return None
+    return _client_data(self.test_arrays, ids)
+
+  def num_examples(self, client_id: str) -> int:
+    """Number of train examples of `client_id`."""
+    if client_id not in self.train_arrays:
+      raise base.DatasetError(
+          f'unknown client id {client_id!r}; ids run from {self.client_ids[0]}'
+          f' to {self.client_ids[-1]}'
+      )
+    return int(len(self.train_arrays[client_id][1]))
+
+  def summary(self, max_rows: int = 20) -> str:
+    """A printable table of the clients' train label counts."""
+    return (
+        f'{self.name}: {len(self.client_ids)} clients\n'
+        + partition_lib.format_histogram(self.label_histogram, max_rows)
+    )
+
+
+def _client_ids(num_clients: int) -> tuple[str, ...]:
+  width = max(3, len(str(num_clients - 1)))
+  return tuple(f'client_{i:0{width}d}' for i in range(num_clients))
+
+
+def _histogram(
+    labels: np.ndarray, parts: list[np.ndarray], num_classes: int
+) -> np.ndarray:
+  """Label histogram; for sequence targets, counts of target tokens."""
+  if labels.ndim == 1:
+    return partition_lib.label_histogram(labels, parts, num_classes)
+  hist = np.zeros((len(parts), num_classes), dtype=np.int64)
+  for i, part in enumerate(parts):
+    hist[i] = np.bincount(labels[part].reshape(-1), minlength=num_classes)
+  return hist
+
+
+def _natural_parts(
+    data: base.ArrayDataset, num_clients: Optional[int]
+) -> tuple[list[np.ndarray], Optional[list[np.ndarray]]]:
+  """Train parts (one per group with train data) and matching test parts."""
+  if data.train_groups is None:
+    raise base.DatasetError(
+        f'partition {NATURAL!r} needs a dataset with natural groups;'
+        f' {data.name!r} has none (use iid, shards, k_class or dirichlet)'
+    )
+  train_groups = np.asarray(data.train_groups)
+  parts = partition_lib.natural(train_groups)
+  if num_clients not in (None, 0) and num_clients != len(parts):
+    raise base.DatasetError(
+        f'partition {NATURAL!r} on {data.name!r} has {len(parts)} clients'
+        f' (one per group); got num_clients={num_clients} (pass 0 or'
+        f' {len(parts)})'
+    )
+  if data.test_groups is None:
+    return parts, None
+  group_ids = train_groups[[p[0] for p in parts]]  # Sorted, one per client.
+  test_groups = np.asarray(data.test_groups)
+  pos = np.searchsorted(group_ids, test_groups)
+  pos_clipped = np.minimum(pos, len(group_ids) - 1)
+  client = np.where(group_ids[pos_clipped] == test_groups, pos_clipped, -1)
+  order = np.argsort(client, kind='stable')
+  bounds = np.searchsorted(client[order], np.arange(len(parts) + 1))
+  test_parts = [
+      np.sort(order[bounds[i] : bounds[i + 1]]).astype(np.int64)
+      for i in range(len(parts))
+  ]
+  return parts, test_parts
+
+
+def build_federated_data(
+    data: base.ArrayDataset,
+    *,
+    partition: str,
+    num_clients: Optional[int],
+    seed: int,
+    per_client_test: bool = True,
+    **partition_options: Any,
+) -> FederatedData:
+  """Splits `data` into clients.
+
+  Args:
+    data: The dataset.
+    partition: 'natural' (one client per group of `data.train_groups` with at
+      least one train example; per-client test sets from `data.test_groups`)
+      or a name in `partition.PARTITIONERS` applied to `data.y_train`
+      (per-client test sets from `split_test_like_train`).
+    num_clients: Number of clients. For 'natural' it must be None, 0 or the
+      number of groups.
+    seed: Seed of the partition and of the per-client test split.
+    per_client_test: Whether to build per-client test sets.
+    **partition_options: Options of the partitioner (shards_per_client,
+      classes_per_client, alpha, min_size, max_tries); options of other
+      partitioners and None values are ignored.
+
+  Returns:
+    The `FederatedData`.
+
+  Raises:
+    DatasetError: unknown partition, or 'natural' impossible for `data`.
+    PartitionError: the partitioner rejected its arguments.
+  """
+  allowed = sorted(partition_lib.PARTITIONERS) + [NATURAL]
+  if partition not in allowed:
+    raise base.DatasetError(
+        f'unknown partition {partition!r}; allowed: {", ".join(allowed)}'
+    )
+  test_parts = None
+  if partition == NATURAL:
+    parts, test_parts = _natural_parts(data, num_clients)
+    if per_client_test and test_parts is None:
+      raise base.DatasetError(
+          f'{data.name!r} has train groups but no test_groups: pass'
+          ' per_client_test=False for its natural partition'
+      )
+  else:
+    if num_clients is None:
+      raise base.DatasetError(
+          f'partition {partition!r} needs num_clients (e.g. --num_clients=100)'
+      )
+    parts = partition_lib.PARTITIONERS[partition](
+        data.y_train, num_clients, seed=seed, **partition_options
+    )
+  hist = _histogram(data.y_train, parts, data.num_classes)
+  if per_client_test and test_parts is None:
+    if data.y_test.ndim != 1:
+      raise base.DatasetError(
+          f'{data.name!r}: per-client test sets need 1-D class labels; pass'
+          ' per_client_test=False'
+      )
+    test_parts = partition_lib.split_test_like_train(
+        data.y_test, hist, seed=seed
+    )
+  ids = _client_ids(len(parts))
+  train_arrays = types.MappingProxyType({
+      cid: (data.x_train[p], data.y_train[p]) for cid, p in zip(ids, parts)
+  })
+  test_arrays = None
+  if per_client_test:
+    test_arrays = types.MappingProxyType({
+        cid: (data.x_test[p], data.y_test[p])
+        for cid, p in zip(ids, test_parts)
+    })
+  return FederatedData(
+      name=data.name,
+      client_ids=ids,
+      train_arrays=train_arrays,
+      test_arrays=test_arrays,
+      central_test=(data.x_test, data.y_test),
+      label_histogram=hist,
+      num_classes=data.num_classes,
+      input_shape=data.input_shape,
+  )
+
+
+def client_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: Optional[int],
+    epochs: int,
+    shuffle_seed: int,
+    map_fn: Optional[Callable[[Any], Any]] = None,
+) -> tf.data.Dataset:
+  """One client's local-training data: shuffle -> (map) -> batch, E epochs.
+
+  Each epoch is one full pass over the client's n examples in a fresh order,
+  so there are E * ceil(n / B) batches (FedAvg's u = E n / B local steps). The
+  per-epoch orders are numpy permutations from `shuffle_seed`, independent of
+  TF's global seed: the same seed gives identical batches in any process.
+
+  Args:
+    x: The client's features.
+    y: The client's labels.
+    batch_size: B; None means B = infinity (one batch holding all n examples
+      per epoch, i.e. full-batch gradient descent).
+    epochs: E, >= 1.
+    shuffle_seed: Seed of the per-epoch orders (e.g. from `round_seed`).
+    map_fn: Optional per-example transform of OrderedDict(x=, y=), applied
+      before batching (e.g. data augmentation).
+
+  Returns:
+    A dataset of OrderedDict(x=, y=) batches with known cardinality
+    E * ceil(n / B).
+
+  Raises:
+    DatasetError: mismatched x/y or bad batch_size/epochs.
+  """
+  n = len(x)
+  if len(y) != n:
+    raise base.DatasetError(
+        f'client_dataset: x has {n} examples but y has {len(y)}'
+    )
+  if batch_size is not None and (
+      isinstance(batch_size, bool) or batch_size < 1
+  ):
+    raise base.DatasetError(
+        f'batch_size must be >= 1 or None (B=inf), got {batch_size}'
+    )
+  if isinstance(epochs, bool) or epochs < 1:
+    raise base.DatasetError(f'epochs must be >= 1, got {epochs}')
+  if shuffle_seed < 0:
+    raise base.DatasetError(f'shuffle_seed must be >= 0, got {shuffle_seed}')
+  rng = np.random.default_rng(shuffle_seed)
+  orders = np.stack([rng.permutation(n) for _ in range(epochs)])
+  batch = max(n, 1) if batch_size is None else int(batch_size)
+  x_t = tf.convert_to_tensor(x)
+  y_t = tf.convert_to_tensor(y)
+
+  def gather(indices):
+    return collections.OrderedDict(
+        x=tf.gather(x_t, indices), y=tf.gather(y_t, indices)
+    )
+
+  def one_epoch(order):
+    indices = tf.data.Dataset.from_tensor_slices(order)
+    if map_fn is None:  # Gather whole batches: fewer, larger ops.
+      return indices.batch(batch).map(gather)
+    return indices.map(gather).map(map_fn).batch(batch)
+
+  num_batches = epochs * (-(-n // batch))
+  return (
+      tf.data.Dataset.from_tensor_slices(orders)
+      .flat_map(one_epoch)
+      .apply(tf.data.experimental.assert_cardinality(num_batches))
+  )
+
+
+def round_seed(seed: int, round_num: int, client_index: int) -> int:
+  """A per-(run, round, client) seed: well mixed, reproducible, in [0, 2**32).
+
+  Args:
+    seed: The run's seed.
+    round_num: The round number.
+    client_index: The client's index (e.g. its position in `client_ids`).
+
+  Returns:
+    `np.random.SeedSequence([seed, round_num, client_index])`'s first 32-bit
+    state word, as a Python int.
+  """
+  return int(
+      np.random.SeedSequence([seed, round_num, client_index]).generate_state(1)[
+          0
+      ]
+  )

@@ -1,0 +1,416 @@
+"""Tests for the loaders, on tiny files the tests write themselves."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import struct
+import tarfile
+
+import numpy as np
+import pytest
+
+from datasets import base
+from datasets import cifar
+from datasets import digits
+from datasets import emnist
+from datasets import mnist
+from datasets import synthetic
+
+
+def one_line(err: pytest.ExceptionInfo) -> str:
+  text = str(err.value)
+  assert '\n' not in text
+  return text
+
+
+# ------------------------------------------------------------------ digits
+
+
+def test_digits_shapes_range_and_split_sizes():
+  data = digits.load_digits()
+  assert data.name == 'digits'
+  assert data.num_classes == 10
+  assert data.x_train.shape == (1437, 8, 8, 1)
+  assert data.x_test.shape == (360, 8, 8, 1)
+  assert data.input_shape == (8, 8, 1)
+  assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+  assert data.x_train.min() == 0.0 and data.x_train.max() == 1.0
+  # Stratified: 360 of 1,797 is ~20% of each class (176..183 per class).
+  counts = np.bincount(data.y_test, minlength=10)
+  total = np.bincount(np.concatenate([data.y_train, data.y_test]))
+  assert np.all(np.abs(counts - 0.2 * total) < 1)
+
+
+def test_digits_deterministic_for_seed_and_seed_dependent():
+  a = digits.load_digits(seed=1)
+  b = digits.load_digits(seed=1)
+  c = digits.load_digits(seed=2)
+  np.testing.assert_array_equal(a.x_test, b.x_test)
+  assert not np.array_equal(a.x_test, c.x_test)
+
+
+def test_stratified_split_hand_computed():
+  labels = np.array([0] * 6 + [1] * 3 + [2])  # n=10, 30% -> 3 test.
+  train, test = digits.stratified_split(labels, 0.3, seed=0)
+  # Exact shares 1.8, 0.9, 0.3 -> floors 1, 0, 0, remainders go to classes 1
+  # then 0.
+  np.testing.assert_array_equal(
+      np.bincount(labels[test], minlength=3), [2, 1, 0]
+  )
+  np.testing.assert_array_equal(
+      np.sort(np.concatenate([train, test])), np.arange(10)
+  )
+
+
+def test_digits_rejects_bad_test_fraction():
+  with pytest.raises(base.DatasetError) as err:
+    digits.load_digits(test_fraction=1.5)
+  assert 'test_fraction' in one_line(err)
+
+
+# ------------------------------------------------------------------ MNIST
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+  """Encodes `array` (uint8) in the IDX format by hand."""
+  header = struct.pack('>i', magic) + struct.pack(
+      f'>{array.ndim}i', *array.shape
+  )
+  return header + array.astype(np.uint8).tobytes()
+
+
+def tiny_mnist():
+  rng = np.random.default_rng(0)
+  return (
+      rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
+      np.array([7, 0, 9], np.uint8),
+      rng.integers(0, 256, (2, 28, 28), dtype=np.uint8),
+      np.array([1, 2], np.uint8),
+  )
+
+
+def write_idx_files(directory, arrays, compress=True):
+  for name, array, magic in zip(
+      mnist.IDX_FILES, arrays, (2051, 2049, 2051, 2049)
+  ):
+    raw = idx_bytes(array, magic)
+    if compress:
+      with gzip.open(directory / name, 'wb') as f:
+        f.write(raw)
+    else:
+      (directory / name[: -len('.gz')]).write_bytes(raw)
+
+
+@pytest.mark.parametrize('compress', [True, False])
+def test_mnist_idx_round_trip(tmp_path, compress):
+  arrays = tiny_mnist()
+  write_idx_files(tmp_path, arrays, compress=compress)
+  data = mnist.load_mnist(str(tmp_path))
+  assert data.name == 'mnist' and data.num_classes == 10
+  assert data.x_train.shape == (3, 28, 28, 1)
+  assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+  np.testing.assert_allclose(data.x_train[..., 0], arrays[0] / 255.0)
+  np.testing.assert_array_equal(data.y_train, [7, 0, 9])
+  np.testing.assert_allclose(data.x_test[..., 0], arrays[2] / 255.0)
+  np.testing.assert_array_equal(data.y_test, [1, 2])
+
+
+def test_mnist_npz_round_trip(tmp_path):
+  x_train, y_train, x_test, y_test = tiny_mnist()
+  np.savez(
+      tmp_path / 'mnist.npz',
+      x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+  )
+  data = mnist.load_mnist(str(tmp_path))
+  np.testing.assert_allclose(data.x_train[..., 0], x_train / 255.0)
+  np.testing.assert_array_equal(data.y_test, [1, 2])
+  assert data.x_test.shape == (2, 28, 28, 1)
+
+
+def test_mnist_npz_missing_key_is_one_line(tmp_path):
+  np.savez(tmp_path / 'mnist.npz', x_train=np.zeros((1, 28, 28)))
+  with pytest.raises(base.DatasetError) as err:
+    mnist.load_mnist(str(tmp_path))
+  text = one_line(err)
+  assert 'mnist.npz' in text and 'y_train' in text
+
+
+def test_mnist_missing_files_message(tmp_path):
+  with pytest.raises(base.DatasetFileNotFoundError) as err:
+    mnist.load_mnist(str(tmp_path))
+  text = one_line(err)
+  assert 'train-images-idx3-ubyte.gz (+3 more IDX files)' in text
+  assert 'mnist.npz' in text and str(tmp_path) in text
+  assert isinstance(err.value, FileNotFoundError)
+
+
+def test_mnist_partial_idx_names_the_missing_file(tmp_path):
+  write_idx_files(tmp_path, tiny_mnist())
+  os.remove(tmp_path / 't10k-labels-idx1-ubyte.gz')
+  with pytest.raises(base.DatasetFileNotFoundError) as err:
+    mnist.load_mnist(str(tmp_path))
+  text = one_line(err)
+  assert 't10k-labels-idx1-ubyte.gz' in text
+  assert 'train-images' not in text
+
+
+def test_mnist_bad_magic_is_one_line(tmp_path):
+  arrays = tiny_mnist()
+  write_idx_files(tmp_path, arrays)
+  with gzip.open(tmp_path / 'train-images-idx3-ubyte.gz', 'wb') as f:
+    f.write(idx_bytes(arrays[0], 2049))  # A label magic on an image file.
+  with pytest.raises(base.DatasetError) as err:
+    mnist.load_mnist(str(tmp_path))
+  text = one_line(err)
+  assert 'train-images-idx3-ubyte.gz' in text
+  assert 'magic number 2049, expected 2051' in text
+
+
+def test_mnist_truncated_and_not_gzip_are_one_line(tmp_path):
+  arrays = tiny_mnist()
+  write_idx_files(tmp_path, arrays)
+  with gzip.open(tmp_path / 't10k-images-idx3-ubyte.gz', 'wb') as f:
+    f.write(idx_bytes(arrays[2], 2051)[:-10])
+  with pytest.raises(base.DatasetError) as err:
+    mnist.load_mnist(str(tmp_path))
+  assert 't10k-images-idx3-ubyte.gz' in one_line(err)
+  (tmp_path / 't10k-images-idx3-ubyte.gz').write_bytes(b'not gzip at all')
+  with pytest.raises(base.DatasetError) as err:
+    mnist.load_mnist(str(tmp_path))
+  assert 't10k-images-idx3-ubyte.gz' in one_line(err)
+
+
+def test_mnist_needs_data_dir():
+  with pytest.raises(base.DatasetError) as err:
+    mnist.load_mnist(None)
+  assert '--data_dir is required' in one_line(err)
+
+
+# ------------------------------------------------------------------ CIFAR
+
+
+def cifar_batch(images: np.ndarray, labels, label_key=b'labels', extra=None):
+  """A python-version CIFAR batch: rows are R plane, G plane, B plane."""
+  data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+  batch = {b'batch_label': b'fake', b'data': data, label_key: list(labels)}
+  batch.update(extra or {})
+  return pickle.dumps(batch, protocol=2)  # Like the Python 2 originals.
+
+
+def fake_cifar10_files():
+  """{file name: bytes}, 2 images per train batch, 3 test images."""
+  rng = np.random.default_rng(0)
+  files, images = {}, {}
+  for i, name in enumerate(cifar._CIFAR10.train_files + ('test_batch',)):
+    n = 3 if name == 'test_batch' else 2
+    imgs = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = [(i + j) % 10 for j in range(n)]
+    files[name] = cifar_batch(imgs, labels)
+    images[name] = (imgs, labels)
+  return files, images
+
+
+def check_cifar10(data, images):
+  assert data.name == 'cifar10' and data.num_classes == 10
+  assert data.x_train.shape == (10, 32, 32, 3)
+  assert data.x_test.shape == (3, 32, 32, 3)
+  assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+  first, labels = images['data_batch_1']
+  np.testing.assert_allclose(data.x_train[:2], first / 255.0)
+  np.testing.assert_array_equal(data.y_train[:2], labels)
+  np.testing.assert_array_equal(data.y_train[-2:], images['data_batch_5'][1])
+  np.testing.assert_allclose(data.x_test, images['test_batch'][0] / 255.0)
+
+
+def test_cifar_pixel_layout_hand_computed(tmp_path):
+  # One red pixel at (row 1, col 2): data index c*1024 + h*32 + w.
+  data = np.zeros((1, 3072), np.uint8)
+  data[0, 0 * 1024 + 1 * 32 + 2] = 255
+  data[0, 2 * 1024 + 0 * 32 + 0] = 51  # Blue at (0, 0).
+  raw = pickle.dumps({b'data': data, b'labels': [3]})
+  folder = tmp_path / 'cifar-10-batches-py'
+  folder.mkdir()
+  for name in cifar._CIFAR10.train_files + ('test_batch',):
+    (folder / name).write_bytes(raw)
+  got = cifar.load_cifar10(str(tmp_path))
+  assert got.x_train[0, 1, 2, 0] == 1.0
+  assert got.x_train[0, 0, 0, 2] == pytest.approx(0.2)
+  assert got.x_train[0].sum() == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize('layout', ['folder', 'direct'])
+def test_cifar10_from_batch_files(tmp_path, layout):
+  files, images = fake_cifar10_files()
+  folder = tmp_path / 'cifar-10-batches-py' if layout == 'folder' else tmp_path
+  folder.mkdir(exist_ok=True)
+  for name, raw in files.items():
+    (folder / name).write_bytes(raw)
+  check_cifar10(cifar.load_cifar10(str(tmp_path)), images)
+
+
+def write_tarball(path, folder, files):
+  with tarfile.open(path, 'w:gz') as tar:
+    for name, raw in files.items():
+      info = tarfile.TarInfo(f'{folder}/{name}')
+      info.size = len(raw)
+      tar.addfile(info, io.BytesIO(raw))
+
+
+@pytest.mark.parametrize(
+    'tarball', ['cifar-10-python.tar.gz', 'cifar-10-batches-py.tar.gz']
+)
+def test_cifar10_from_tarball_without_extracting(tmp_path, tarball):
+  files, images = fake_cifar10_files()
+  write_tarball(tmp_path / tarball, 'cifar-10-batches-py', files)
+  check_cifar10(cifar.load_cifar10(str(tmp_path)), images)
+  assert os.listdir(tmp_path) == [tarball]  # Nothing extracted.
+  # The tarball's own path works too.
+  check_cifar10(cifar.load_cifar10(str(tmp_path / tarball)), images)
+
+
+def test_cifar100_fine_and_coarse_from_tarball(tmp_path):
+  rng = np.random.default_rng(1)
+  imgs = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+  files = {
+      'train': cifar_batch(
+          imgs[:3], [99, 0, 42], b'fine_labels', {b'coarse_labels': [19, 0, 3]}
+      ),
+      'test': cifar_batch(
+          imgs[3:], [5], b'fine_labels', {b'coarse_labels': [7]}
+      ),
+  }
+  write_tarball(tmp_path / 'cifar-100-python.tar.gz', 'cifar-100-python', files)
+  fine = cifar.load_cifar100(str(tmp_path))
+  assert fine.name == 'cifar100' and fine.num_classes == 100
+  np.testing.assert_array_equal(fine.y_train, [99, 0, 42])
+  np.testing.assert_allclose(fine.x_test, imgs[3:] / 255.0)
+  coarse = cifar.load_cifar100(str(tmp_path), label_mode='coarse')
+  assert coarse.num_classes == 20
+  np.testing.assert_array_equal(coarse.y_train, [19, 0, 3])
+  np.testing.assert_array_equal(coarse.y_test, [7])
+
+
+def test_cifar100_bad_label_mode():
+  with pytest.raises(base.DatasetError) as err:
+    cifar.load_cifar100('/nonexistent', label_mode='medium')
+  assert "'medium'" in one_line(err)
+
+
+def test_cifar_missing_files_message(tmp_path):
+  with pytest.raises(base.DatasetFileNotFoundError) as err:
+    cifar.load_cifar10(str(tmp_path))
+  text = one_line(err)
+  assert 'cifar-10-batches-py/data_batch_1' in text
+  assert 'cifar-10-python.tar.gz' in text and str(tmp_path) in text
+  with pytest.raises(base.DatasetFileNotFoundError) as err:
+    cifar.load_cifar100(str(tmp_path / 'nope'))
+  text = one_line(err)
+  assert 'cifar-100-python.tar.gz' in text and '(missing)' in text
+
+
+class _Evil:
+
+  def __reduce__(self):
+    return (os.system, ('echo pwned',))
+
+
+def test_cifar_pickle_cannot_run_code(tmp_path):
+  files, _ = fake_cifar10_files()
+  files['data_batch_3'] = pickle.dumps({b'data': _Evil(), b'labels': []})
+  for name, raw in files.items():
+    (tmp_path / name).write_bytes(raw)
+  with pytest.raises(base.DatasetError) as err:
+    cifar.load_cifar10(str(tmp_path))
+  text = one_line(err)
+  assert 'data_batch_3' in text and 'is not allowed' in text
+
+
+def test_cifar_wrong_label_count_and_missing_key(tmp_path):
+  files, _ = fake_cifar10_files()
+  files['test_batch'] = pickle.dumps(
+      {b'data': np.zeros((2, 3072), np.uint8), b'labels': [1]}
+  )
+  for name, raw in files.items():
+    (tmp_path / name).write_bytes(raw)
+  with pytest.raises(base.DatasetError) as err:
+    cifar.load_cifar10(str(tmp_path))
+  assert 'test_batch has 2 images but 1 labels' in one_line(err)
+  (tmp_path / 'test_batch').write_bytes(pickle.dumps({b'data': 1}))
+  with pytest.raises(base.DatasetError) as err:
+    cifar.load_cifar10(str(tmp_path))
+  assert "test_batch has no b'labels' entry" in one_line(err)
+
+
+# ------------------------------------------------------------------ EMNIST
+
+
+def test_emnist_arrays_from_synthetic_client_data():
+  tff = pytest.importorskip('tensorflow_federated')
+  cd = tff.simulation.datasets.emnist.get_synthetic()
+  data = emnist.arrays_from_client_data(cd, cd, 'emnist_synthetic')
+  assert data.name == 'emnist_synthetic' and data.num_classes == 10
+  assert data.x_train.shape == (20, 28, 28, 1)
+  assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+  assert data.group_names == ('synthetic1', 'synthetic2')
+  np.testing.assert_array_equal(data.train_groups, [0] * 10 + [1] * 10)
+  np.testing.assert_array_equal(data.test_groups, [0] * 10 + [1] * 10)
+  np.testing.assert_array_equal(data.y_train, list(range(10)) * 2)
+  # TFF's synthetic pixels are integers 0..9 divided by 9; background is 1.0.
+  expected = next(iter(cd.create_tf_dataset_for_client('synthetic1')))
+  np.testing.assert_array_equal(
+      data.x_train[0, ..., 0], expected['pixels'].numpy()
+  )
+  assert data.x_train[0, 0, 0, 0] == 1.0
+
+
+def test_emnist_missing_cache_file_names_it(tmp_path):
+  with pytest.raises(base.DatasetFileNotFoundError) as err:
+    emnist.load_emnist(str(tmp_path))
+  text = one_line(err)
+  assert 'emnist_all.sqlite' in text and str(tmp_path) in text
+  assert 'emnist_all.sqlite.lzma' in text
+
+
+# --------------------------------------------------------------- synthetic
+
+
+def test_synthetic_shapes_balance_and_determinism():
+  data = synthetic.make_synthetic(num_train=203, num_test=50, seed=3)
+  assert data.name == 'synthetic'
+  assert data.x_train.shape == (203, 8, 8, 1)
+  assert data.x_train.dtype == np.float32
+  assert data.y_train.dtype == np.int64
+  counts = np.bincount(data.y_train, minlength=10)
+  assert counts.max() - counts.min() <= 1
+  again = synthetic.make_synthetic(num_train=203, num_test=50, seed=3)
+  np.testing.assert_array_equal(data.x_train, again.x_train)
+  other = synthetic.make_synthetic(num_train=203, num_test=50, seed=4)
+  assert not np.array_equal(data.x_train, other.x_train)
+
+
+def test_synthetic_is_learnable_by_nearest_centroid():
+  data = synthetic.make_synthetic(seed=0)
+  flat = data.x_train.reshape(len(data.x_train), -1)
+  centroids = np.stack(
+      [flat[data.y_train == c].mean(axis=0) for c in range(10)]
+  )
+  test = data.x_test.reshape(len(data.x_test), -1)
+  dist = ((test[:, None, :] - centroids[None]) ** 2).sum(-1)
+  assert (dist.argmin(1) == data.y_test).mean() >= 0.9
+
+
+def test_synthetic_rejects_bad_arguments():
+  with pytest.raises(base.DatasetError) as err:
+    synthetic.make_synthetic(num_classes=1)
+  assert 'num_classes' in one_line(err)
+
+
+def test_array_dataset_checks_lengths():
+  with pytest.raises(base.DatasetError) as err:
+    base.ArrayDataset(
+        'bad', np.zeros((3, 2)), np.zeros(2), np.zeros((1, 2)), np.zeros(1), 2
+    )
+  assert 'x_train has 3 examples but y_train has 2' in one_line(err)
