@@ -145,6 +145,9 @@ def main():
   flags.mark_flag_as_required('run_dir')
 
   def run(argv):
+    from tff_programs import progress  # pylint: disable=g-import-not-at-top
+
+    progress.quiet_tf_logs()
     try:
       _main(argv)
     except (ExportError, ValueError, FileNotFoundError) as e:

@@ -114,7 +114,7 @@ def run_training(
           f'--resume: checkpoint has seed {saved_seed}, flags say {config.seed}'
       )
     start_round = latest
-    logging.info('Resuming from round %d', latest)
+    logging.warning('Resuming from round %d', latest)
   outputs.truncate_metrics(start_round)
 
   last_done, last_saved = start_round, start_round
@@ -163,7 +163,7 @@ def run_training(
     if last_done > last_saved:
       try:
         checkpoint(last_done)
-        logging.info('Saved round %d before exiting', last_done)
+        logging.warning('Saved round %d before exiting', last_done)
       except Exception as e:  # pylint: disable=broad-except
         logging.error('Could not checkpoint round %d: %s', last_done, e)
 

@@ -7,6 +7,15 @@ from collections.abc import Mapping
 from typing import Any, Optional, TextIO
 
 
+def quiet_tf_logs() -> None:
+  """Warnings and errors only: TF/Keras INFO lines would bury the progress."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+
+  logging.set_verbosity(logging.WARNING)
+  tf.get_logger().setLevel('ERROR')
+
+
 class Progress:
   """Shows round, loss, accuracy and ETA.
 

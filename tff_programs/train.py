@@ -24,6 +24,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from tff_programs import experiment
+from tff_programs import progress
 
 _D = experiment.ExperimentConfig()
 FLAGS = flags.FLAGS
@@ -78,6 +79,7 @@ def main(argv):
           file=sys.stderr)
     return 2
   signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+  progress.quiet_tf_logs()
   try:
     cfg = config_from_flags()
     result = experiment.run_experiment(cfg, show_progress=FLAGS.progress)
