@@ -65,7 +65,7 @@ class ExperimentConfig:
   learning_rate_decay: float = 1.0
   client_weighting: str = 'num_examples'
   client_momentum: float = 0.0
-  rounds: int = 60
+  rounds: int = 50
   eval_every: int = 5
   checkpoint_every: int = 10
   target_accuracy: Optional[float] = None

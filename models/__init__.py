@@ -1,0 +1,1 @@
+"""FedSuite models: plain-Keras builders, their blocks and their FLOP counts."""
