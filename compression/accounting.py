@@ -41,6 +41,38 @@ def dense_cost(
   return TransmissionCost(params=params, bytes=params * bytes_per_value)
 
 
+@dataclasses.dataclass(frozen=True)
+class ValueEncoding:
+  """How one tensor's values go on the wire: bits each, plus fixed bytes."""
+
+  bits_per_value: int
+  overhead_bytes: int = 0
+
+
+FLOAT32 = ValueEncoding(bits_per_value=32)
+
+
+def encoded_bytes(num_values: int, encoding: ValueEncoding) -> int:
+  """Bytes for `num_values` values (bit-packed) of a tensor, with its overhead."""
+  return -(-num_values * encoding.bits_per_value // 8) + encoding.overhead_bytes
+
+
+def encoded_cost(num_values: int, encoding: ValueEncoding) -> TransmissionCost:
+  return TransmissionCost(num_values, encoded_bytes(num_values, encoding))
+
+
+def value_encoding(factory: object, shape: Sequence[int]) -> ValueEncoding:
+  """The factory's encoding of a tensor (float32 unless it says otherwise)."""
+  if factory is not None and hasattr(factory, 'value_encoding'):
+    return factory.value_encoding(shape)
+  return FLOAT32
+
+
+# Aggregators whose costs depend on the data (RPN with a threshold) report them
+# as measurements under these names; they override the static costs.
+MEASURED_KEYS = ('upload_values', 'upload_bytes', 'download_values', 'download_bytes')
+
+
 @runtime_checkable
 class CostedFactory(Protocol):
   """An aggregation factory that knows what its clients upload and the server sends."""

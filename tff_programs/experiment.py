@@ -65,6 +65,10 @@ class ExperimentConfig:
   learning_rate_decay: float = 1.0
   client_weighting: str = 'num_examples'
   client_momentum: float = 0.0
+  rpn_threshold: float = 0.0
+  rpn_weighting: str = 'uniform'
+  quantization_bits: int = 8
+  quantization_threshold: int = 20000
   rounds: int = 50
   eval_every: int = 5
   checkpoint_every: int = 10
@@ -149,6 +153,12 @@ def validate(cfg: ExperimentConfig) -> None:
     raise ConfigError(
         f'--local_epochs={cfg.local_epochs}: fedsgd takes one gradient per round (E=1)'
     )
+  if cfg.rpn_threshold < 0:
+    raise ConfigError(f'--rpn_threshold={cfg.rpn_threshold}: must be >= 0 (0 = send every filter)')
+  if cfg.rpn_weighting not in ('uniform', 'num_examples'):
+    raise ConfigError(f"--rpn_weighting={cfg.rpn_weighting!r}: allowed: num_examples, uniform")
+  if not 1 <= cfg.quantization_bits <= 16:
+    raise ConfigError(f'--quantization_bits={cfg.quantization_bits}: must be in [1, 16]')
   if cfg.partition == 'dirichlet' and cfg.dirichlet_alpha <= 0:
     raise ConfigError(f'--dirichlet_alpha={cfg.dirichlet_alpha}: must be > 0')
 

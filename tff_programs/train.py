@@ -29,8 +29,8 @@ from tff_programs import progress
 _D = experiment.ExperimentConfig()
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string('algorithm', _D.algorithm, 'Federated algorithm: fedavg | fedsgd (FedAvg with E=1, B=inf, one gradient step per round).')
-flags.DEFINE_string('aggregator', _D.aggregator, 'Model-update aggregator: mean (TFF weighted mean).')
+flags.DEFINE_string('algorithm', _D.algorithm, 'Federated algorithm: fedavg | fedsgd (FedAvg with E=1, B=inf, one gradient step per round) | rpn (FedAvg with residual pooling of conv kernels, Huang et al. 2020).')
+flags.DEFINE_string('aggregator', _D.aggregator, 'Model-update aggregator: mean (TFF weighted mean) | quantized (uniform b-bit quantization of uploads). With --algorithm=rpn: what aggregates the pooled residuals (quantized = RPN + 8-bit).')
 flags.DEFINE_string('dataset', _D.dataset, 'digits (scikit-learn, embedded) | mnist | cifar10 | cifar100 | emnist | synthetic.')
 flags.DEFINE_string('data_dir', _D.data_dir, 'Folder with the dataset files (mnist: the 4 IDX .gz files or mnist.npz; cifar: the python batches or tarball; emnist: TFF cache).')
 flags.DEFINE_string('model', _D.model, 'Model name from models/registry.py (mnist_2nn, mnist_cnn, keras_mnist_cnn, cifar_cnn, ...).')
@@ -47,6 +47,10 @@ flags.DEFINE_float('server_learning_rate', _D.server_learning_rate, 'Server lear
 flags.DEFINE_float('learning_rate_decay', _D.learning_rate_decay, 'eta at round r is eta * decay**(r-1) (1.0 = constant).')
 flags.DEFINE_string('client_weighting', _D.client_weighting, 'num_examples (n_k/n, the paper) | uniform (1/m).')
 flags.DEFINE_float('client_momentum', _D.client_momentum, 'Momentum of the client optimizer (0 = plain SGD).')
+flags.DEFINE_float('rpn_threshold', _D.rpn_threshold, 'rpn: send only conv filters whose |sum of residual kernel elements| exceeds this (0 = all filters).')
+flags.DEFINE_string('rpn_weighting', _D.rpn_weighting, 'rpn: uniform (1/m, the paper) | num_examples (n_k/n).')
+flags.DEFINE_integer('quantization_bits', _D.quantization_bits, 'quantized aggregator: bits per uploaded value.')
+flags.DEFINE_integer('quantization_threshold', _D.quantization_threshold, 'quantized aggregator: only tensors with more values than this are quantized.')
 flags.DEFINE_integer('rounds', _D.rounds, 'Total communication rounds (may be raised with --resume).')
 flags.DEFINE_integer('eval_every', _D.eval_every, 'Evaluate on the test set every this many rounds (and at the last).')
 flags.DEFINE_integer('checkpoint_every', _D.checkpoint_every, 'Checkpoint every this many rounds (and at the last, and on exit).')

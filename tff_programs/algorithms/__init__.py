@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Optional
 
+import dataclasses
+
+from compression import rpn
+from compression import rpn_aggregator
 from tff_programs.algorithms import base
 from tff_programs.algorithms import fedavg
 
@@ -23,9 +27,21 @@ def _fedavg_config(cfg: Any) -> fedavg.FedAvgConfig:
   )
 
 
+def _build_rpn(task: base.Task, cfg: Any, inner: Optional[Any]) -> base.FederatedAlgorithm:
+  """FedAvg whose model aggregator is RPN around `inner` (--aggregator)."""
+  template = task.model_builder()
+  aggregator = rpn_aggregator.RPNFactory(
+      inner, threshold=cfg.rpn_threshold, kinds=rpn.kinds_from_keras(template))
+  config = dataclasses.replace(_fedavg_config(cfg), client_weighting=cfg.rpn_weighting)
+  algorithm = fedavg.build_fedavg(task, config, aggregator=aggregator)
+  algorithm.name = 'rpn'
+  return algorithm
+
+
 AlgorithmBuilder = Callable[[base.Task, Any, Optional[Any]], base.FederatedAlgorithm]
 
 ALGORITHMS: dict[str, AlgorithmBuilder] = {
     'fedavg': lambda task, cfg, agg: fedavg.build_fedavg(task, _fedavg_config(cfg), aggregator=agg),
     'fedsgd': lambda task, cfg, agg: fedavg.build_fedsgd(task, _fedavg_config(cfg), aggregator=agg),
+    'rpn': _build_rpn,
 }

@@ -86,14 +86,12 @@ class LearningProcessAlgorithm(base.FederatedAlgorithm):
     self._template = task.model_builder()
     shapes = [tuple(v.shape) for v in self._template.trainable_weights]
     all_shapes = [tuple(v.shape) for v in self._template.weights]
+    # Non-trainable values (e.g. batch-norm statistics) are broadcast as they are.
+    self._download_extra = accounting.dense_cost(
+        [tuple(v.shape) for v in self._template.non_trainable_weights])
     if isinstance(upload_factory, accounting.CostedFactory):
       self.upload_cost = upload_factory.upload_cost(shapes)
-      # The server broadcasts the full model; compressing factories say how the
-      # trainable part shrinks, non-trainable values are sent as they are.
-      non_trainable = [tuple(v.shape) for v in self._template.non_trainable_weights]
-      self.download_cost = upload_factory.download_cost(shapes) + accounting.dense_cost(
-          non_trainable
-      )
+      self.download_cost = upload_factory.download_cost(shapes) + self._download_extra
     else:
       self.upload_cost = accounting.dense_cost(shapes)
       self.download_cost = accounting.dense_cost(all_shapes)
@@ -140,12 +138,27 @@ class LearningProcessAlgorithm(base.FederatedAlgorithm):
         clients=m,
         examples=int(train['num_examples']),
         learning_rate=self.learning_rate(round_num),
-        upload_params_per_client=self.upload_cost.params,
-        upload_bytes=self.upload_cost.bytes * m,
-        download_params=self.download_cost.params,
-        download_bytes=self.download_cost.bytes * m,
     )
+    metrics.update(self._communication(output.metrics.get('aggregator', {}), m))
     return base.RoundOutput(state=output.state, client_states={}, metrics=metrics)
+
+  def _communication(self, aggregator_metrics: Mapping[str, Any], m: int) -> dict[str, float]:
+    """Per-round transmission: measured by the aggregator if it reports it
+    (RPN with a threshold), else the static per-client costs."""
+    up, down = self.upload_cost, self.download_cost
+    result = collections.OrderedDict(
+        upload_params_per_client=up.params,
+        upload_bytes=up.bytes * m,
+        download_params=down.params,
+        download_bytes=down.bytes * m,
+    )
+    if all(k in aggregator_metrics for k in accounting.MEASURED_KEYS):
+      measured = {k: int(aggregator_metrics[k]) for k in accounting.MEASURED_KEYS}
+      result['upload_params_per_client'] = measured['upload_values'] / m
+      result['upload_bytes'] = measured['upload_bytes']
+      result['download_params'] = measured['download_values'] + self._download_extra.params
+      result['download_bytes'] = (measured['download_bytes'] + self._download_extra.bytes) * m
+    return result
 
   def model_weights(self, state: Any) -> list[np.ndarray]:
     return model_adapter.keras_weights_order(

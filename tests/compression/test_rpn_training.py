@@ -1,0 +1,42 @@
+"""FedAvg + RPN (and + 8-bit) trains and reports what it transmits, per round and in total."""
+
+import csv
+
+import pytest
+
+from tff_programs import experiment
+
+# tiny_cnn on 8x8x1: conv 3x3x1x4 (36 + 4 bias), 2x2 max-pool, dense 4*4*4 -> 10
+# (640 + 10): 690 params. RPN sends the conv kernel pooled to 1x1x1x4:
+# 4 + 4 + 640 + 10 = 658 values.
+FULL, POOLED = 690, 658
+
+
+def run(tmp_path, **overrides):
+  cfg = experiment.ExperimentConfig(
+      dataset='synthetic', model='tiny_cnn', partition='iid', num_clients=4,
+      client_fraction=0.5, local_epochs=5, batch_size=16, rounds=2, eval_every=1,
+      client_learning_rate=0.3,
+      output_dir=str(tmp_path), export=False, **overrides)
+  result = experiment.run_experiment(cfg, show_progress=False, log=lambda *a: None)
+  with open(f'{cfg.run_dir}/metrics.csv') as f:
+    return result.summary, list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize('algorithm,aggregator,up_params,up_bytes_per_client', [
+    ('fedavg', 'mean', FULL, FULL * 4),
+    ('rpn', 'mean', POOLED, POOLED * 4),
+    # 8-bit above 500 values: only the 640-value dense kernel: 640 + 8 bytes.
+    ('fedavg', 'quantized', FULL, (36 + 4 + 10) * 4 + 640 + 8),
+    ('rpn', 'quantized', POOLED, (4 + 4 + 10) * 4 + 640 + 8),
+])
+def test_transmission_per_round_and_total(tmp_path, algorithm, aggregator, up_params, up_bytes_per_client):
+  summary, rows = run(tmp_path, algorithm=algorithm, aggregator=aggregator,
+                      quantization_threshold=500)
+  for row in rows:
+    assert float(row['upload_params_per_client']) == up_params
+    assert int(row['upload_bytes']) == 2 * up_bytes_per_client
+    assert int(row['download_params']) == (POOLED if algorithm == 'rpn' else FULL)
+  assert summary['upload_bytes_total'] == 2 * 2 * up_bytes_per_client
+  assert summary['upload_params_per_client'] == up_params
+  assert summary['final_eval_accuracy'] > 0.2  # it trains (chance is 0.1)
