@@ -15,6 +15,7 @@ from datasets import cifar
 from datasets import digits
 from datasets import emnist
 from datasets import mnist
+from datasets import shakespeare
 from datasets import synthetic
 
 DatasetLoader = Callable[..., base.ArrayDataset]
@@ -59,6 +60,20 @@ def _emnist(
   return emnist.load_emnist(data_dir)
 
 
+def _shakespeare(
+    data_dir: Optional[str] = None, *, seed: int = 0
+) -> base.ArrayDataset:
+  """FedAvg's Shakespeare, one group per role, from 100.txt; seed unused."""
+  return shakespeare.load_shakespeare(data_dir, variant='by_role', seed=seed)
+
+
+def _shakespeare_iid(
+    data_dir: Optional[str] = None, *, seed: int = 0
+) -> base.ArrayDataset:
+  """Shakespeare's IID version: `seed` shuffles sequences among the groups."""
+  return shakespeare.load_shakespeare(data_dir, variant='iid', seed=seed)
+
+
 def _synthetic(
     data_dir: Optional[str] = None, *, seed: int = 0
 ) -> base.ArrayDataset:
@@ -73,6 +88,8 @@ DATASETS: dict[str, DatasetLoader] = {
     'cifar10': _cifar10,
     'cifar100': _cifar100,
     'emnist': _emnist,
+    'shakespeare': _shakespeare,
+    'shakespeare_iid': _shakespeare_iid,
     'synthetic': _synthetic,
 }
 
@@ -85,7 +102,8 @@ def load_dataset(
   Args:
     name: One of `DATASETS`.
     data_dir: Directory with the dataset's files (required for 'mnist',
-      'cifar10', 'cifar100', 'emnist'; ignored by 'digits' and 'synthetic').
+      'cifar10', 'cifar100', 'emnist', 'shakespeare', 'shakespeare_iid';
+      ignored by 'digits' and 'synthetic').
     seed: Seed for datasets whose split or content is random.
 
   Returns:

@@ -40,7 +40,7 @@ def test_unknown_name_lists_allowed_names():
   text = str(err.value)
   assert '\n' not in text
   assert "'mnsit'" in text
-  assert 'cifar10, cifar100, digits, emnist, mnist, synthetic' in text
+  assert 'cifar10, cifar100, digits, emnist, mnist, shakespeare, shakespeare_iid, synthetic' in text
 
 
 @pytest.mark.parametrize('name', ['mnist', 'cifar10', 'cifar100', 'emnist'])
