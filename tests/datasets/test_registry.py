@@ -14,7 +14,8 @@ from datasets import registry
 
 def test_registered_names():
   assert sorted(registry.DATASETS) == [
-      'cifar10', 'cifar100', 'digits', 'emnist', 'mnist', 'synthetic'
+      'cifar10', 'cifar100', 'digits', 'emnist', 'mnist', 'shakespeare',
+      'shakespeare_iid', 'synthetic'
   ]
 
 
