@@ -9,6 +9,10 @@ os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 
 import pytest  # pylint: disable=g-import-not-at-top
 
+# Installs FedSuite's managed TFF context in every test process (replacing the
+# stock one, whose worker cleanup runs only in a __del__ at interpreter exit).
+from tff_programs import runtime as _runtime  # pylint: disable=g-import-not-at-top,unused-import
+
 
 @pytest.fixture(scope='session')
 def tff_context():

@@ -69,10 +69,13 @@ class ExperimentConfig:
   rpn_weighting: str = 'uniform'
   quantization_bits: int = 8
   quantization_threshold: int = 20000
+  personal_blocks: int = 1
+  fedper_finetune: bool = False
   rounds: int = 50
   eval_every: int = 5
   checkpoint_every: int = 10
   target_accuracy: Optional[float] = None
+  stop_at_target: bool = False
   seed: int = 0
   output_dir: str = 'runs'
   run_name: Optional[str] = None
@@ -80,6 +83,7 @@ class ExperimentConfig:
   export: bool = True
   quantize: bool = False
   personalized_eval: bool = True
+  export_clients: str = 'all'
 
   @property
   def batch(self) -> Optional[int]:
@@ -149,6 +153,8 @@ def validate(cfg: ExperimentConfig) -> None:
     raise ConfigError(f'--client_momentum={cfg.client_momentum}: must be in [0, 1)')
   if cfg.target_accuracy is not None and not 0.0 < cfg.target_accuracy <= 1.0:
     raise ConfigError(f'--target_accuracy={cfg.target_accuracy}: must be in (0, 1]')
+  if cfg.stop_at_target and cfg.target_accuracy is None:
+    raise ConfigError('--stop_at_target needs --target_accuracy')
   if cfg.algorithm == 'fedsgd' and cfg.local_epochs != 1:
     raise ConfigError(
         f'--local_epochs={cfg.local_epochs}: fedsgd takes one gradient per round (E=1)'
@@ -159,6 +165,8 @@ def validate(cfg: ExperimentConfig) -> None:
     raise ConfigError(f"--rpn_weighting={cfg.rpn_weighting!r}: allowed: num_examples, uniform")
   if not 1 <= cfg.quantization_bits <= 16:
     raise ConfigError(f'--quantization_bits={cfg.quantization_bits}: must be in [1, 16]')
+  if cfg.personal_blocks < 0:
+    raise ConfigError(f'--personal_blocks={cfg.personal_blocks}: must be >= 0 (0 = FedAvg)')
   if cfg.partition == 'dirichlet' and cfg.dirichlet_alpha <= 0:
     raise ConfigError(f'--dirichlet_alpha={cfg.dirichlet_alpha}: must be > 0')
 
@@ -228,22 +236,59 @@ def make_evaluate_fn(
   x_test, y_test = data.central_test
 
   def evaluate(state: Any, client_states: Mapping[str, Any]) -> dict[str, float]:
+    if algorithm.uses_client_states:
+      # No single global model (FedPer): every client's own model on its own
+      # test split; eval_accuracy is their average (what rounds-to-target uses).
+      if not data.test_arrays:
+        return {}
+      result = evaluator.per_client(
+          lambda cid: algorithm.client_model_weights(state, client_state(cid, client_states)),
+          data.test_arrays)
+      result['eval_accuracy'] = result['personalized_accuracy_mean']
+      return result
     weights = algorithm.model_weights(state)
     result = evaluator.central(weights, x_test, y_test)
     if cfg.personalized_eval and data.test_arrays:
-      if algorithm.uses_client_states:
-        result.update(evaluator.per_client(
-            lambda cid: algorithm.client_model_weights(
-                state,
-                client_states[cid] if cid in client_states
-                else algorithm.initial_client_state(cid, cfg.seed)),
-            data.test_arrays,
-        ))
-      else:
-        result.update(evaluator.per_client(None, data.test_arrays, shared_weights=weights))
+      result.update(evaluator.per_client(None, data.test_arrays, shared_weights=weights))
     return result
 
+  def client_state(cid: str, client_states: Mapping[str, Any]) -> Any:
+    if cid in client_states:
+      return client_states[cid]
+    return algorithm.initial_client_state(cid, cfg.seed)
+
   return evaluate, evaluator
+
+
+def _export_client_ids(cfg: ExperimentConfig, data: federated_lib.FederatedData) -> list[str]:
+  """Clients whose personalized models are exported (--export_clients)."""
+  if not cfg.export or cfg.export_clients == 'none':
+    return []
+  if cfg.export_clients == 'all':
+    return list(data.client_ids)
+  wanted = [c.strip() for c in cfg.export_clients.split(',') if c.strip()]
+  unknown = [c for c in wanted if c not in data.train_arrays]
+  if unknown:
+    raise ConfigError(f'--export_clients: unknown client ids {unknown}; ids look like {data.client_ids[0]}')
+  return wanted
+
+
+def _export(cfg, data, task, algorithm, training, final_weights) -> dict[str, Any]:
+  """Exports the final model (or every exported client's personalized model)."""
+  from tff_programs import export as export_lib  # pylint: disable=g-import-not-at-top
+
+  model = task.model_builder()
+  if not algorithm.uses_client_states:
+    model.set_weights(final_weights)
+    return export_lib.export_model(model, cfg.run_dir, *data.central_test, quantize=cfg.quantize)
+  reports = {}
+  for cid, weights in final_weights.items():
+    model.set_weights(weights)
+    x, y = data.test_arrays[cid] if data.test_arrays else data.central_test
+    reports[cid] = export_lib.export_model(
+        model, os.path.join(cfg.run_dir, 'clients'), x, y, quantize=cfg.quantize, name=f'model_{cid}')
+  gaps = [r['accuracy_gap'] for r in reports.values()]
+  return {'clients': reports, 'accuracy_gap': max(gaps) if gaps else 0.0}
 
 
 @dataclasses.dataclass
@@ -259,9 +304,10 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = Non
   """Runs one experiment; see the module docstring."""
   validate(cfg)
   data = load_federated_data(cfg)
+  _export_client_ids(cfg, data)  # validates --export_clients before training
   m = sampling.clients_per_round(len(data.client_ids), cfg.client_fraction)
   outputs = run_outputs.RunOutputs(cfg.run_dir)
-  outputs.prepare(cfg.to_json(), resume=cfg.resume)
+  outputs.prepare(cfg.to_json(), resume=cfg.resume, defaults=ExperimentConfig().to_json())
   hist_path = outputs.write_label_histogram(data.client_ids, data.label_histogram)
   log(f'{cfg.dataset}: {len(data.client_ids)} clients, {m} per round, '
       f'{int(data.label_histogram.sum())} train examples; label histogram: {hist_path}')
@@ -283,22 +329,21 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = Non
             checkpoint_every=cfg.checkpoint_every,
             seed=cfg.seed,
             target_accuracy=cfg.target_accuracy,
+            stop_at_target=cfg.stop_at_target,
         ),
         outputs=outputs,
         checkpoints=checkpointing.CheckpointManager(outputs.checkpoint_dir),
         resume=cfg.resume,
         show_progress=show_progress,
     )
-    final_weights = algorithm.model_weights(training.state)
+    final_weights = (
+        {cid: algorithm.client_model_weights(
+            training.state, training.client_states.get(cid) or algorithm.initial_client_state(cid, cfg.seed))
+         for cid in _export_client_ids(cfg, data)}
+        if algorithm.uses_client_states else algorithm.model_weights(training.state))
   report = None
   if cfg.export:
-    from tff_programs import export as export_lib  # pylint: disable=g-import-not-at-top
-
-    model = task.model_builder()
-    model.set_weights(final_weights)
-    report = export_lib.export_model(
-        model, cfg.run_dir, *data.central_test, quantize=cfg.quantize
-    )
+    report = _export(cfg, data, task, algorithm, training, final_weights)
     training.summary['export'] = report
     outputs.write_summary(training.summary)
   return ExperimentResult(cfg.run_dir, training.summary, training, report)

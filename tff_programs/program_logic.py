@@ -48,6 +48,8 @@ class LoopConfig:
     checkpoint_every: checkpoint every this many rounds (and at the last).
     seed: seeds initialization, sampling and client shuffling.
     target_accuracy: for rounds-to-target in the summary, or None.
+    stop_at_target: end the run at the first evaluation reaching the target
+      (rounds-to-target is then known; the rest of the budget is not spent).
   """
 
   rounds: int
@@ -56,6 +58,7 @@ class LoopConfig:
   checkpoint_every: int = 10
   seed: int = 0
   target_accuracy: Optional[float] = None
+  stop_at_target: bool = False
 
 
 @dataclasses.dataclass
@@ -129,6 +132,7 @@ def run_training(
     )
     last_saved = round_num
 
+  stopped_at_target = False
   bar = progress_lib.Progress(config.rounds, start_round, enabled=show_progress)
   try:
     for round_num in range(start_round + 1, config.rounds + 1):
@@ -156,8 +160,13 @@ def run_training(
       row['seconds'] = time.perf_counter() - started
       outputs.release_metrics(round_num, row)
       bar.update(round_num, row)
-      if round_num % config.checkpoint_every == 0 or round_num == config.rounds:
+      reached = (config.stop_at_target and config.target_accuracy is not None
+                 and row.get('eval_accuracy', -1.0) >= config.target_accuracy)
+      if round_num % config.checkpoint_every == 0 or round_num == config.rounds or reached:
         checkpoint(round_num)
+      if reached:
+        stopped_at_target = True
+        break
   finally:
     bar.close()
     if last_done > last_saved:
@@ -170,5 +179,6 @@ def run_training(
   summary = metrics_lib.summarize(
       outputs.read_metrics(), target_accuracy=config.target_accuracy
   )
+  summary['stopped_at_target'] = stopped_at_target
   outputs.write_summary(summary)
   return TrainingResult(state, client_states, last_done, summary)

@@ -17,7 +17,7 @@ import csv
 import json
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow_federated as tff
@@ -26,7 +26,8 @@ import tensorflow_federated as tff
 # up to the checkpoint): everything else must match the saved config.
 RESUMABLE_KEYS = frozenset({
     'rounds', 'resume', 'checkpoint_every', 'progress', 'export', 'eval_every',
-    'target_accuracy', 'output_dir', 'quantize',
+    'target_accuracy', 'output_dir', 'quantize', 'data_dir', 'stop_at_target',
+    'export_clients', 'run_name',
 })
 
 
@@ -47,8 +48,12 @@ class RunOutputs:
     self._csv = None
     self._tensorboard = None
 
-  def prepare(self, config: Mapping[str, Any], *, resume: bool) -> None:
+  def prepare(self, config: Mapping[str, Any], *, resume: bool,
+              defaults: Optional[Mapping[str, Any]] = None) -> None:
     """Creates the folder for a new run, or checks it for `--resume`.
+
+    A flag missing from a saved config (added to FedSuite after that run was
+    started) matches when the current value is its default (`defaults`).
 
     Raises:
       RunDirError: a new run would overwrite another run, `--resume` finds no
@@ -65,9 +70,10 @@ class RunOutputs:
     if exists:
       with open(self.config_path) as f:
         saved = json.load(f)
+      defaults = defaults or {}
       differing = sorted(
           k for k in set(saved) | set(config)
-          if k not in RESUMABLE_KEYS and saved.get(k) != config.get(k)
+          if k not in RESUMABLE_KEYS and saved.get(k, defaults.get(k)) != config.get(k)
       )
       if differing:
         details = ', '.join(f'--{k} (saved {saved.get(k)!r}, now {config.get(k)!r})' for k in differing)

@@ -29,7 +29,7 @@ from tff_programs import progress
 _D = experiment.ExperimentConfig()
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string('algorithm', _D.algorithm, 'Federated algorithm: fedavg | fedsgd (FedAvg with E=1, B=inf, one gradient step per round) | rpn (FedAvg with residual pooling of conv kernels, Huang et al. 2020).')
+flags.DEFINE_string('algorithm', _D.algorithm, 'Federated algorithm: fedavg | fedsgd (FedAvg with E=1, B=inf, one gradient step per round) | rpn (FedAvg with residual pooling of conv kernels, Huang et al. 2020) | fedper (private personalization layers, Arivazhagan et al. 2019).')
 flags.DEFINE_string('aggregator', _D.aggregator, 'Model-update aggregator: mean (TFF weighted mean) | quantized (uniform b-bit quantization of uploads). With --algorithm=rpn: what aggregates the pooled residuals (quantized = RPN + 8-bit).')
 flags.DEFINE_string('dataset', _D.dataset, 'digits (scikit-learn, embedded) | mnist | cifar10 | cifar100 | emnist | synthetic.')
 flags.DEFINE_string('data_dir', _D.data_dir, 'Folder with the dataset files (mnist: the 4 IDX .gz files or mnist.npz; cifar: the python batches or tarball; emnist: TFF cache).')
@@ -51,10 +51,13 @@ flags.DEFINE_float('rpn_threshold', _D.rpn_threshold, 'rpn: send only conv filte
 flags.DEFINE_string('rpn_weighting', _D.rpn_weighting, 'rpn: uniform (1/m, the paper) | num_examples (n_k/n).')
 flags.DEFINE_integer('quantization_bits', _D.quantization_bits, 'quantized aggregator: bits per uploaded value.')
 flags.DEFINE_integer('quantization_threshold', _D.quantization_threshold, 'quantized aggregator: only tensors with more values than this are quantized.')
+flags.DEFINE_integer('personal_blocks', _D.personal_blocks, 'fedper: K_P, personalization blocks counted from the output (0 = FedAvg).')
+flags.DEFINE_bool('fedper_finetune', _D.fedper_finetune, 'fedper: first fine-tune the personal layers one epoch with the base frozen (paper appendix A.3).')
 flags.DEFINE_integer('rounds', _D.rounds, 'Total communication rounds (may be raised with --resume).')
 flags.DEFINE_integer('eval_every', _D.eval_every, 'Evaluate on the test set every this many rounds (and at the last).')
 flags.DEFINE_integer('checkpoint_every', _D.checkpoint_every, 'Checkpoint every this many rounds (and at the last, and on exit).')
 flags.DEFINE_float('target_accuracy', _D.target_accuracy, 'Target test accuracy for rounds-to-target (e.g. 0.99).')
+flags.DEFINE_bool('stop_at_target', _D.stop_at_target, 'End the run once the test accuracy reaches --target_accuracy.')
 flags.DEFINE_integer('seed', _D.seed, 'Seed of initialization, partition, sampling and shuffling.')
 flags.DEFINE_string('output_dir', _D.output_dir, 'Parent folder of run folders.')
 flags.DEFINE_string('run_name', _D.run_name, 'Run folder name (default: derived from the main flags).')
@@ -62,6 +65,7 @@ flags.DEFINE_bool('resume', _D.resume, 'Continue the run in the run folder from 
 flags.DEFINE_bool('export', _D.export, 'Export the final model (.keras, SavedModel, .tflite checked against Keras).')
 flags.DEFINE_bool('quantize', _D.quantize, 'Export a dynamic-range quantized TFLite model instead of float.')
 flags.DEFINE_bool('personalized_eval', _D.personalized_eval, 'Also evaluate on per-client test splits (client mean/std/min/max).')
+flags.DEFINE_string('export_clients', _D.export_clients, 'fedper: clients whose personalized models are exported: all | none | comma-separated ids.')
 flags.DEFINE_bool('progress', None, 'Force the progress bar on/off (default: on when stderr is a terminal).')
 
 USER_ERRORS = (ValueError, FileNotFoundError)
@@ -99,7 +103,7 @@ def main(argv):
   print(f"done: {s['rounds_completed']} rounds, final test accuracy "
         f"{s['final_eval_accuracy']:.4f} (best {s['best_eval_accuracy']:.4f}), "
         f"rounds to target: {s['rounds_to_target']}")
-  if result.export_report:
+  if result.export_report and 'tflite_path' in result.export_report:
     r = result.export_report
     print(f"tflite: {r['tflite_path']} accuracy {r['tflite_accuracy']:.4f} "
           f"(keras {r['keras_accuracy']:.4f})")

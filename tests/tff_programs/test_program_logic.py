@@ -138,3 +138,29 @@ def test_checkpoint_keeps_client_states_of_each_version(tmp_path):
   assert float(state['w']) == 2.0 and seed == 5
   np.testing.assert_array_equal(clients['x']['a'], [2.0, 2.0])
   assert int(clients['x']['b']) == 2
+
+
+def test_stop_at_target_ends_the_run_and_says_so(tmp_path):
+  outputs = run_outputs.RunOutputs(str(tmp_path))
+  config = program_logic.LoopConfig(rounds=50, clients_per_round=3, eval_every=1,
+                                    checkpoint_every=10, seed=1, target_accuracy=0.5,
+                                    stop_at_target=True)
+  result = program_logic.run_training(
+      algorithm=FakeAlgorithm(), client_ids=IDS, make_client_dataset=dataset_fn,
+      evaluate=evaluate, config=config, outputs=outputs,
+      checkpoints=checkpointing.CheckpointManager(outputs.checkpoint_dir), show_progress=False)
+  rows = read_rows(tmp_path)
+  accuracies = [float(r['eval_accuracy']) for r in rows]
+  assert accuracies[-1] >= 0.5 and all(a < 0.5 for a in accuracies[:-1])
+  assert result.summary['stopped_at_target'] and result.last_round == len(rows) < 50
+  assert checkpointing.CheckpointManager(outputs.checkpoint_dir).latest_round() == len(rows)
+
+
+def test_resume_accepts_new_flags_at_their_defaults_and_rejects_changed_ones(tmp_path):
+  outputs = run_outputs.RunOutputs(str(tmp_path))
+  outputs.prepare({'model': 'a', 'rounds': 2}, resume=False)
+  outputs.prepare({'model': 'a', 'rounds': 5, 'new_flag': 0}, resume=True, defaults={'new_flag': 0})
+  with pytest.raises(run_outputs.RunDirError, match='--model'):
+    outputs.prepare({'model': 'b', 'rounds': 5, 'new_flag': 0}, resume=True, defaults={'new_flag': 0})
+  with pytest.raises(run_outputs.RunDirError, match='--new_flag'):
+    outputs.prepare({'model': 'a', 'rounds': 5, 'new_flag': 1}, resume=True, defaults={'new_flag': 0})

@@ -15,6 +15,7 @@ from compression import rpn
 from compression import rpn_aggregator
 from tff_programs.algorithms import base
 from tff_programs.algorithms import fedavg
+from tff_programs.algorithms import fedper
 
 
 def _fedavg_config(cfg: Any) -> fedavg.FedAvgConfig:
@@ -38,10 +39,22 @@ def _build_rpn(task: base.Task, cfg: Any, inner: Optional[Any]) -> base.Federate
   return algorithm
 
 
+def _build_fedper(task: base.Task, cfg: Any, aggregator: Optional[Any]) -> base.FederatedAlgorithm:
+  config = fedper.FedPerConfig(
+      personal_blocks=cfg.personal_blocks,
+      client_learning_rate=cfg.client_learning_rate,
+      learning_rate_decay=cfg.learning_rate_decay,
+      local_epochs=cfg.local_epochs,
+      finetune_personal=cfg.fedper_finetune,
+  )
+  return fedper.FedPerAlgorithm(task, config, aggregator=aggregator)
+
+
 AlgorithmBuilder = Callable[[base.Task, Any, Optional[Any]], base.FederatedAlgorithm]
 
 ALGORITHMS: dict[str, AlgorithmBuilder] = {
     'fedavg': lambda task, cfg, agg: fedavg.build_fedavg(task, _fedavg_config(cfg), aggregator=agg),
     'fedsgd': lambda task, cfg, agg: fedavg.build_fedsgd(task, _fedavg_config(cfg), aggregator=agg),
     'rpn': _build_rpn,
+    'fedper': _build_fedper,
 }

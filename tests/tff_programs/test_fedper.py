@@ -1,0 +1,148 @@
+"""FedPer: base-only aggregation, private persistent heads, K_P=0 == FedAvg, resume."""
+
+import collections
+import csv
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_programs import experiment
+from tff_programs.algorithms import base
+from tff_programs.algorithms import fedavg
+from tff_programs.algorithms import fedper
+
+SPEC = collections.OrderedDict(x=tf.TensorSpec([None, 2], tf.float32), y=tf.TensorSpec([None], tf.int64))
+DATA = {
+    'a': (np.array([[1., 0.], [0., 2.]], np.float32), np.array([0, 1], np.int64)),
+    'b': (np.array([[1., 1.], [2., 0.], [0., 1.]], np.float32), np.array([0, 0, 1], np.int64)),
+}
+LR = 0.5
+
+
+def two_layer():
+  inputs = tf.keras.Input([2])
+  h = tf.keras.layers.Dense(2, name='fc1')(inputs)
+  return tf.keras.Model(inputs, tf.keras.layers.Dense(2, name='logits')(h))
+
+
+TASK = base.Task(two_layer, SPEC, 2)
+
+
+def dataset(cid, batch=100, epochs=1):
+  x, y = DATA[cid]
+  return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y)).batch(batch).repeat(epochs)
+
+
+def numpy_step(w1, b1, w2, b2, x, y, lr):
+  """One full-batch SGD step of the mean cross-entropy of a 2-layer linear net."""
+  h = x @ w1 + b1
+  logits = h @ w2 + b2
+  p = np.exp(logits - logits.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
+  d_logits = (p - np.eye(2)[y]) / len(y)
+  d_w2, d_b2 = h.T @ d_logits, d_logits.sum(0)
+  d_h = d_logits @ w2.T
+  d_w1, d_b1 = x.T @ d_h, d_h.sum(0)
+  return w1 - lr * d_w1, b1 - lr * d_b1, w2 - lr * d_w2, b2 - lr * d_b2
+
+
+def test_weight_split_round_trips_and_picks_the_head():
+  model = two_layer()
+  split = fedper.WeightSplit.from_model(model, frozenset({'logits/kernel:0', 'logits/bias:0'}))
+  assert split.personal_trainable == (2, 3) and split.base_trainable == (0, 1)
+  base_part, personal = split.split(['W1', 'b1', 'W2', 'b2'], [])
+  assert base_part['trainable'] == ['W1', 'b1'] and personal['trainable'] == ['W2', 'b2']
+  assert split.merge(base_part, personal) == (['W1', 'b1', 'W2', 'b2'], [])
+
+
+def test_server_averages_base_only_and_heads_stay_private(tff_context):
+  algorithm = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(personal_blocks=1, client_learning_rate=LR))
+  state = algorithm.initialize(seed=1)
+  heads = {c: algorithm.initial_client_state(c, seed=1) for c in DATA}
+  assert not np.array_equal(heads['a']['trainable'][0], heads['b']['trainable'][0]), 'heads are per client'
+  out = algorithm.next(state, 1, ['a', 'b'], [dataset('a'), dataset('b')], heads)
+  w1, b1 = state['model']['base']['trainable']
+  expected_base, n = [np.zeros_like(w1), np.zeros_like(b1)], {'a': 2, 'b': 3}
+  for cid, (x, y) in DATA.items():
+    w2, b2 = heads[cid]['trainable']
+    nw1, nb1, nw2, nb2 = numpy_step(w1, b1, w2, b2, x, y, LR)
+    expected_base[0] += n[cid] / 5 * nw1
+    expected_base[1] += n[cid] / 5 * nb1
+    # The client keeps its own trained head; nobody averages it.
+    np.testing.assert_allclose(out.client_states[cid]['trainable'][0], nw2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.client_states[cid]['trainable'][1], nb2, rtol=1e-5, atol=1e-6)
+  new_base = out.state['model']['base']['trainable']
+  np.testing.assert_allclose(new_base[0], expected_base[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(new_base[1], expected_base[1], rtol=1e-5, atol=1e-6)
+  assert out.metrics['examples'] == 5
+  # Only the base (2x2 + 2 values) is uploaded.
+  assert out.metrics['upload_params_per_client'] == 6
+
+
+def test_personal_blocks_zero_matches_fedavg(tff_context):
+  config = fedper.FedPerConfig(personal_blocks=0, client_learning_rate=LR, local_epochs=2)
+  per = fedper.FedPerAlgorithm(TASK, config)
+  avg = fedavg.build_fedavg(TASK, fedavg.FedAvgConfig(client_learning_rate=LR))
+  per_state, avg_state = per.initialize(4), avg.initialize(4)
+  empty = {c: per.initial_client_state(c, 4) for c in DATA}
+  for r in (1, 2):
+    datasets = [dataset('a', 1, 2), dataset('b', 2, 2)]
+    per_state = per.next(per_state, r, ['a', 'b'], datasets, empty).state
+    avg_state = avg.next(avg_state, r, ['a', 'b'], datasets, {}).state
+  for p, a in zip(per.model_weights(per_state), avg.model_weights(avg_state)):
+    np.testing.assert_allclose(p, a, rtol=1e-6, atol=1e-7)
+
+
+def test_finetune_variant_changes_only_the_head_first(tff_context):
+  plain = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(client_learning_rate=LR, local_epochs=1))
+  tuned = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(client_learning_rate=LR, local_epochs=1,
+                                                            finetune_personal=True))
+  heads = {'a': plain.initial_client_state('a', 0)}
+  a = plain.next(plain.initialize(0), 1, ['a'], [dataset('a')], heads)
+  b = tuned.next(tuned.initialize(0), 1, ['a'], [dataset('a')], heads)
+  assert not np.allclose(a.client_states['a']['trainable'][0], b.client_states['a']['trainable'][0])
+
+
+def fedper_cfg(tmp_path, **overrides):
+  return experiment.ExperimentConfig(**{**dict(
+      algorithm='fedper', dataset='synthetic', model='tiny_mlp', partition='k_class',
+      classes_per_client=2, num_clients=5, client_fraction=0.4, local_epochs=2, batch_size=8,
+      client_learning_rate=0.2, rounds=4, eval_every=1, checkpoint_every=2,
+      output_dir=str(tmp_path), export=False, run_name='run'), **overrides})
+
+
+def read_rows(run_dir):
+  with open(f'{run_dir}/metrics.csv') as f:
+    return [{k: v for k, v in r.items() if 'seconds' not in k} for r in csv.DictReader(f)]
+
+
+def test_private_states_persist_across_resume(tmp_path):
+  quiet = dict(show_progress=False, log=lambda *a: None)
+  full = experiment.run_experiment(fedper_cfg(tmp_path / 'full'), **quiet)
+  experiment.run_experiment(fedper_cfg(tmp_path / 'cut', rounds=2), **quiet)
+  resumed = experiment.run_experiment(fedper_cfg(tmp_path / 'cut', resume=True), **quiet)
+  assert read_rows(full.run_dir) == read_rows(resumed.run_dir)
+  assert set(full.training.client_states) == set(resumed.training.client_states)
+  for cid, state in full.training.client_states.items():
+    for a, b in zip(tf.nest.flatten(state), tf.nest.flatten(resumed.training.client_states[cid])):
+      np.testing.assert_array_equal(a, b)
+  rows = read_rows(full.run_dir)
+  assert all(r['personalized_accuracy_mean'] == r['eval_accuracy'] for r in rows)
+  assert float(rows[-1]['personalized_accuracy_std']) >= 0
+
+
+def test_export_writes_one_checked_model_per_client(tmp_path):
+  result = experiment.run_experiment(
+      fedper_cfg(tmp_path, rounds=1, export=True, export_clients='client_000,client_002'),
+      show_progress=False, log=lambda *a: None)
+  reports = result.export_report['clients']
+  assert sorted(reports) == ['client_000', 'client_002']
+  for cid, report in reports.items():
+    assert report['tflite_path'].endswith(f'clients/model_{cid}.tflite')
+    assert report['accuracy_gap'] <= 0.005
+
+
+def test_unknown_export_client_is_a_config_error(tmp_path):
+  with pytest.raises(experiment.ConfigError, match='--export_clients'):
+    experiment.run_experiment(fedper_cfg(tmp_path, export=True, export_clients='nobody'),
+                              show_progress=False, log=lambda *a: None)

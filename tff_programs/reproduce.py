@@ -1,0 +1,360 @@
+r"""Reproduce a table of the FedAvg paper and compare with its numbers.
+
+    python -m tff_programs.reproduce --list     # experiments, settings, budgets
+    python -m tff_programs.reproduce --experiment=mnist_cnn_table2_iid \
+        --data_dir=/path/to/mnist
+    python -m tff_programs.reproduce --experiment=mnist_cnn_table2_iid \
+        --data_dir=/path/to/mnist --lr_grid=paper3 --lr_center=0.1 --lr_points=5 \
+        --only=fedsgd-e1-binf,fedavg-e5-b10 --max_rounds=200
+    python -m tff_programs.reproduce --experiment=mnist_cnn_table2_iid --report_only
+
+Every setting of the experiment (`tff_programs/paper_experiments.py`) is run at
+every learning rate of the grid through `experiment.run_experiment`, each run in
+its own folder `<output_dir>/<experiment>/runs/<setting>-lr<rate>-seed<seed>/`
+(the usual run outputs: config.json, metrics.csv, summary.json, checkpoints/).
+A finished run (summary.json with rounds_completed >= its rounds) is reused and
+an unfinished one resumed, so an interrupted command continues where it
+stopped when run again, and a larger --max_rounds extends finished runs.
+
+Per setting the learning rate with the fewest rounds to the target is chosen
+(none reached, or tied: the best final accuracy), as the paper does. Runs of
+the setting at other rates already on disk (an earlier, different grid) take
+part in the choice too, so a grid can be widened step by step. Then
+`<output_dir>/<experiment>/` gets:
+  report.md          setting | our rounds to target | paper rounds | speedup vs
+                     the baseline row | paper speedup | learning rate | final /
+                     best accuracy; every rate tried; notes
+  results.json       the same data
+  accuracy.png       test accuracy vs rounds (chosen rates), target in gray
+  train_loss.png     training loss vs rounds, log scale
+
+Learning-rate grids (--lr_grid): 'paper3' / 'paper6' are the paper's
+multiplicative grids (neighbouring rates differ by 10^(1/3) / 10^(1/6)) with
+--lr_points rates around --lr_center; or an explicit list like 0.02,0.05,0.1.
+The paper searched 11-13 rates per setting; the presets use 3 to keep the cost
+down: a rate chosen at the grid's edge is flagged in the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Optional
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+
+from tff_programs import experiment as experiment_lib
+from tff_programs import paper_experiments
+from tff_programs import report as report_lib
+from tff_programs import run_outputs
+
+# Flags live in their own FlagValues (not absl's global FLAGS): this program
+# shares flag names with train.py (--data_dir, --seed, ...) and both may be
+# imported into one process (tests, notebooks).
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('experiment', None, 'The paper table to reproduce; see --list. Names: '
+                    + ', '.join(paper_experiments.EXPERIMENTS) + '.', flag_values=FLAGS)
+flags.DEFINE_bool('list', False, 'Print every experiment with its settings, paper numbers and '
+                  'rounds budgets, and exit.', flag_values=FLAGS)
+flags.DEFINE_string('data_dir', None, 'Folder with the dataset files (as train.py --data_dir; '
+                    'not needed for synthetic data).', flag_values=FLAGS)
+flags.DEFINE_string('output_dir', 'runs/reproduce', 'Parent folder: runs and the report go to '
+                    '<output_dir>/<experiment>/.', flag_values=FLAGS)
+flags.DEFINE_string('lr_grid', None, "Learning rates: 'paper3' | 'paper6' (multiplicative grid, "
+                    'ratio 10^(1/3) | 10^(1/6), --lr_points rates around --lr_center) or a '
+                    'comma-separated list (0.02,0.05,0.1). Default: the experiment\'s.',
+                    flag_values=FLAGS)
+flags.DEFINE_float('lr_center', None, 'Middle rate of a paper3/paper6 grid (default: the '
+                   "experiment's).", flag_values=FLAGS)
+flags.DEFINE_integer('lr_points', None, 'Number of rates of a paper3/paper6 grid (default: the '
+                     "experiment's, 3; the paper used 11-13).", flag_values=FLAGS)
+flags.DEFINE_integer('max_rounds', None, 'Rounds of every run, replacing the per-setting '
+                     'budgets (about 1.5x the paper\'s rounds to target; see --list). Finished '
+                     'shorter runs are extended, longer ones reused and cut here.',
+                     flag_values=FLAGS)
+flags.DEFINE_list('only', None, 'Run only these settings (slugs from --list, or labels); the '
+                  'report still includes every setting with runs on disk.', flag_values=FLAGS)
+flags.DEFINE_integer('seed', 0, 'Seed of every run (initialization, partition, sampling).',
+                     flag_values=FLAGS)
+flags.DEFINE_bool('export', False, 'Also export each run\'s final model (.keras, SavedModel, '
+                  '.tflite); off: the comparison does not need it.', flag_values=FLAGS)
+flags.DEFINE_bool('report_only', False, 'Train nothing: rebuild the report from the runs on '
+                  'disk.', flag_values=FLAGS)
+flags.DEFINE_bool('progress', None, 'Force the per-run progress bar on/off (default: on when '
+                  'stderr is a terminal).', flag_values=FLAGS)
+flags.DEFINE_bool('help', False, 'Show this help and exit.', short_name='h', flag_values=FLAGS)
+
+USER_ERRORS = (ValueError, FileNotFoundError)
+# Config keys that do not make two runs different results (besides the rate).
+_IGNORED_KEYS = run_outputs.RESUMABLE_KEYS | {'data_dir', 'run_name', 'client_learning_rate'}
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+  """One (setting, learning rate) run and what to do with it."""
+
+  setting: paper_experiments.Setting
+  learning_rate: float
+  config: experiment_lib.ExperimentConfig
+  status: str  # 'reuse' (finished), 'resume' (started) or 'new'.
+
+
+def run_name(setting: paper_experiments.Setting, learning_rate: float, seed: int) -> str:
+  return f'{setting.slug}-lr{learning_rate:g}-seed{seed}'
+
+
+def _read_json(path: str) -> Optional[dict]:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _check_same_run(run_dir: str, cfg: experiment_lib.ExperimentConfig) -> None:
+  """Raises RunDirError if the folder's run used settings other than `cfg`'s."""
+  saved = _read_json(os.path.join(run_dir, 'config.json'))
+  if saved is None:
+    return
+  now = cfg.to_json()
+  # A field added to ExperimentConfig after the run was made is no difference
+  # while it keeps its default (the run behaved as the default).
+  defaults = experiment_lib.ExperimentConfig().to_json()
+  differing = sorted(
+      k for k in set(saved) | set(now)
+      if k not in _IGNORED_KEYS and saved.get(k, defaults.get(k)) != now.get(k))
+  if differing:
+    details = ', '.join(f'{k} (saved {saved.get(k)!r}, now {now.get(k)!r})' for k in differing)
+    raise run_outputs.RunDirError(
+        f'{run_dir} holds a run with other settings: {details}; delete it or choose '
+        'another --output_dir')
+
+
+def run_status(cfg: experiment_lib.ExperimentConfig) -> str:
+  """'reuse' if the run folder holds a finished run of at least cfg.rounds
+  rounds, 'resume' if it holds a started one, else 'new'."""
+  if not os.path.exists(os.path.join(cfg.run_dir, 'config.json')):
+    return 'new'
+  _check_same_run(cfg.run_dir, cfg)
+  summary = _read_json(os.path.join(cfg.run_dir, 'summary.json')) or {}
+  if summary.get('stopped_at_target') or summary.get('rounds_completed', 0) >= cfg.rounds:
+    return 'reuse'
+  return 'resume'
+
+
+def _runs_dir(output_dir: str, name: str) -> str:
+  return os.path.join(output_dir, name, 'runs')
+
+
+def plan(
+    name: str, *, output_dir: str, learning_rates: Sequence[float],
+    settings: Sequence[paper_experiments.Setting], max_rounds: Optional[int] = None,
+    seed: int = 0, data_dir: Optional[str] = None, export: bool = False,
+) -> list[PlannedRun]:
+  """The runs of `settings` x `learning_rates`, validated, with their status."""
+  exp = paper_experiments.get_experiment(name)
+  planned = []
+  for setting in settings:
+    for lr in learning_rates:
+      cfg = exp.config(
+          setting, lr, rounds=max_rounds, data_dir=data_dir, seed=seed, export=export,
+          output_dir=_runs_dir(output_dir, name), run_name=run_name(setting, lr, seed))
+      experiment_lib.validate(cfg)
+      status = run_status(cfg)
+      planned.append(PlannedRun(setting, lr, dataclasses.replace(cfg, resume=status == 'resume'),
+                                status))
+  return planned
+
+
+def _rounds_text(value: Optional[float]) -> str:
+  return 'not reached' if value is None else f'{value:.1f}'
+
+
+def execute(planned: Sequence[PlannedRun], *, show_progress: Optional[bool] = None,
+            log: Callable[[str], None] = print) -> None:
+  """Trains the runs that are not finished, in order (one TFF runtime each)."""
+  todo = sum(p.status != 'reuse' for p in planned)
+  log(f'{len(planned)} runs: {len(planned) - todo} finished (reused), {todo} to train')
+  for i, p in enumerate(planned, 1):
+    if p.status == 'reuse':
+      continue
+    head = f'[{i}/{len(planned)}] {p.setting.label} lr={p.learning_rate:g}'
+    verb = 'resuming' if p.status == 'resume' else 'training'
+    log(f'{head}: {verb} to {p.config.rounds} rounds in {p.config.run_dir}')
+    result = experiment_lib.run_experiment(p.config, show_progress=show_progress,
+                                           log=lambda *_: None)
+    s = result.summary
+    log(f'{head}: final test accuracy {s["final_eval_accuracy"]:.4f}, rounds to '
+        f'{p.config.target_accuracy:g}: {_rounds_text(s["rounds_to_target"])}')
+
+
+def _rows_until(run_dir: str, rounds: int) -> list[dict[str, str]]:
+  rows = run_outputs.RunOutputs(run_dir).read_metrics()
+  return [r for r in rows if int(r['round']) <= rounds]
+
+
+def collect(
+    name: str, *, output_dir: str, learning_rates: Sequence[float],
+    max_rounds: Optional[int] = None, seed: int = 0, log: Callable[[str], None] = print,
+) -> list[report_lib.SettingRuns]:
+  """Every setting's runs on disk (the grid's and earlier grids'), cut at its budget."""
+  exp = paper_experiments.get_experiment(name)
+  runs_dir = _runs_dir(output_dir, name)
+  result = []
+  for setting in exp.settings:
+    rounds = max_rounds or exp.budget(setting)
+    pattern = re.compile(rf'{re.escape(setting.slug)}-lr([0-9.e+-]+)-seed{seed}')
+    rates = set(learning_rates)
+    for path in glob.glob(os.path.join(glob.escape(runs_dir), f'{setting.slug}-lr*-seed{seed}')):
+      match = pattern.fullmatch(os.path.basename(path))
+      if match:
+        try:
+          rates.add(float(match.group(1)))
+        except ValueError:
+          continue
+    runs = {}
+    for lr in sorted(rates):
+      cfg = exp.config(setting, lr, rounds=rounds, seed=seed, output_dir=runs_dir,
+                       run_name=run_name(setting, lr, seed))
+      if not os.path.exists(os.path.join(cfg.run_dir, 'metrics.csv')):
+        continue
+      try:
+        _check_same_run(cfg.run_dir, cfg)
+      except run_outputs.RunDirError as e:
+        log(f'skipped in the report: {e}')
+        continue
+      runs[lr] = _rows_until(cfg.run_dir, rounds)
+    result.append(report_lib.SettingRuns(
+        label=setting.label, runs=runs, paper_rounds=setting.paper_rounds,
+        paper_note=setting.paper_note, baseline_label=exp.baseline_of(setting),
+        paper_rounds_at=setting.paper_rounds_at, rounds_budget=rounds))
+  return result
+
+
+def reproduce(
+    name: str, *, data_dir: Optional[str] = None, output_dir: str = 'runs/reproduce',
+    lr_grid: Optional[str] = None, lr_center: Optional[float] = None,
+    lr_points: Optional[int] = None, max_rounds: Optional[int] = None,
+    only: Optional[Sequence[str]] = None, seed: int = 0, export: bool = False,
+    report_only: bool = False, show_progress: Optional[bool] = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, str]:
+  """Runs (or reuses/resumes) an experiment's runs and writes its report.
+
+  Arguments are the flags of the same names (None: the experiment's default).
+
+  Returns:
+    The report's files: 'report', 'results', 'accuracy_plot', 'loss_plot' -> path.
+
+  Raises:
+    ValueError: an unknown experiment or setting, a bad grid, config or run
+      folder (one-line messages); errors of the runs themselves.
+  """
+  exp = paper_experiments.get_experiment(name)
+  rates = paper_experiments.learning_rate_grid(
+      lr_grid or exp.lr_grid,
+      center=exp.lr_center if lr_center is None else lr_center,
+      points=exp.lr_points if lr_points is None else lr_points)
+  if max_rounds is not None and max_rounds < 1:
+    raise experiment_lib.ConfigError(f'--max_rounds={max_rounds}: must be an integer >= 1')
+  settings = [exp.setting(s) for s in only] if only else list(exp.settings)
+  if data_dir:
+    data_dir = os.path.abspath(os.path.expanduser(data_dir))  # Same config from any cwd.
+  if not report_only:
+    planned = plan(name, output_dir=output_dir, learning_rates=rates, settings=settings,
+                   max_rounds=max_rounds, seed=seed, data_dir=data_dir, export=export)
+    log(f'{name}: {len(settings)} settings x {len(rates)} learning rates '
+        f'({", ".join(f"{r:g}" for r in rates)})')
+    execute(planned, show_progress=show_progress, log=log)
+  table = report_lib.build_table(
+      collect(name, output_dir=output_dir, learning_rates=rates, max_rounds=max_rounds,
+              seed=seed, log=log),
+      target=exp.target_accuracy, extra_targets=exp.extra_targets)
+  return report_lib.write_report(
+      table, os.path.join(output_dir, name), title=name, target=exp.target_accuracy,
+      description=exp.description, source=exp.source, extra_targets=exp.extra_targets,
+      header={'experiment': name, 'baseline_label': exp.baseline_label, 'seed': seed,
+              'learning_rates': list(rates)})
+
+
+def describe_experiments() -> str:
+  """The text of --list."""
+  lines = []
+  for name, exp in paper_experiments.EXPERIMENTS.items():
+    rates = paper_experiments.learning_rate_grid(exp.lr_grid, center=exp.lr_center,
+                                                 points=exp.lr_points)
+    targets = ', '.join(f'{t:g}' for t in (exp.target_accuracy, *exp.extra_targets))
+    lines += [f'{name}: {exp.description}',
+              f'  source: {exp.source}',
+              f'  target {targets}; baseline {exp.baseline_label!r}; learning rates '
+              f'{", ".join(f"{r:g}" for r in rates)}',
+              f'  {"--only value":<18} {"setting":<20} {"paper rounds":>12} {"budget":>7}']
+    for s in exp.settings:
+      paper = '—' if s.paper_rounds is None else f'{s.paper_rounds:g}'
+      lines.append(f'  {s.slug:<18} {s.label:<20} {paper:>12} {exp.budget(s):>7}')
+    lines.append('')
+  return '\n'.join(lines)
+
+
+def _error(message: str) -> int:
+  print(f'reproduce: error: {message}', file=sys.stderr)
+  return 2
+
+
+def _sigterm_to_interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt('SIGTERM')
+
+
+def main(argv: Sequence[str]) -> int:
+  """The command line: parses `argv` (argv[0] is the program) and runs; exit code."""
+  FLAGS.unparse_flags()
+  try:
+    rest = FLAGS(list(argv))
+  except flags.Error as e:
+    return _error(str(e).splitlines()[0])
+  if FLAGS.help:
+    print(f'{__doc__}\nFlags:\n{FLAGS.get_help()}')
+    return 0
+  if len(rest) > 1:
+    return _error(f'unexpected arguments {rest[1:]}; flags look like --name=value')
+  if FLAGS.list:
+    print(describe_experiments())
+    return 0
+  from tff_programs import progress  # pylint: disable=g-import-not-at-top
+
+  progress.quiet_tf_logs()
+  previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+  try:
+    paths = reproduce(
+        FLAGS.experiment, data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir,
+        lr_grid=FLAGS.lr_grid, lr_center=FLAGS.lr_center, lr_points=FLAGS.lr_points,
+        max_rounds=FLAGS.max_rounds, only=FLAGS.only, seed=FLAGS.seed, export=FLAGS.export,
+        report_only=FLAGS.report_only, show_progress=FLAGS.progress)
+  except KeyboardInterrupt:
+    print('reproduce: interrupted; finished rounds are saved. Run the same command again to '
+          'continue (finished runs are reused).', file=sys.stderr)
+    return 130
+  except USER_ERRORS as e:
+    return _error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  print(f'report: {paths["report"]} (also {os.path.basename(paths["results"])}, '
+        f'{os.path.basename(paths["accuracy_plot"])}, {os.path.basename(paths["loss_plot"])})')
+  return 0
+
+
+def run() -> None:
+  sys.exit(main(sys.argv))
+
+
+if __name__ == '__main__':
+  run()
