@@ -235,7 +235,10 @@ def make_evaluate_fn(
   evaluator = evaluation.KerasEvaluator(task.model_builder, ignore_label=task.ignore_label)
   x_test, y_test = data.central_test
 
-  def evaluate(state: Any, client_states: Mapping[str, Any]) -> dict[str, float]:
+  def evaluate(state: Any, client_states: Mapping[str, Any]) -> Mapping[str, float]:
+    own = algorithm.evaluate(state, client_states, data)
+    if own is not None:
+      return own
     if algorithm.uses_client_states:
       # No single global model (FedPer): every client's own model on its own
       # test split; eval_accuracy is their average (what rounds-to-target uses).
@@ -273,17 +276,19 @@ def _export_client_ids(cfg: ExperimentConfig, data: federated_lib.FederatedData)
   return wanted
 
 
-def _export(cfg, data, task, algorithm, training, final_weights) -> dict[str, Any]:
-  """Exports the final model (or every exported client's personalized model)."""
+def _export(cfg, data, task, algorithm, training) -> dict[str, Any]:
+  """Exports the final model (or every exported client's own model), checked."""
   from tff_programs import export as export_lib  # pylint: disable=g-import-not-at-top
 
-  model = task.model_builder()
   if not algorithm.uses_client_states:
-    model.set_weights(final_weights)
+    model = algorithm.build_model(task, training.state)
     return export_lib.export_model(model, cfg.run_dir, *data.central_test, quantize=cfg.quantize)
   reports = {}
-  for cid, weights in final_weights.items():
-    model.set_weights(weights)
+  for cid in _export_client_ids(cfg, data):
+    client_state = training.client_states.get(cid)
+    if client_state is None:
+      client_state = algorithm.initial_client_state(cid, cfg.seed)
+    model = algorithm.build_model(task, training.state, client_state)
     x, y = data.test_arrays[cid] if data.test_arrays else data.central_test
     reports[cid] = export_lib.export_model(
         model, os.path.join(cfg.run_dir, 'clients'), x, y, quantize=cfg.quantize, name=f'model_{cid}')
@@ -336,14 +341,8 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = Non
         resume=cfg.resume,
         show_progress=show_progress,
     )
-    final_weights = (
-        {cid: algorithm.client_model_weights(
-            training.state, training.client_states.get(cid) or algorithm.initial_client_state(cid, cfg.seed))
-         for cid in _export_client_ids(cfg, data)}
-        if algorithm.uses_client_states else algorithm.model_weights(training.state))
-  report = None
-  if cfg.export:
-    report = _export(cfg, data, task, algorithm, training, final_weights)
+    report = _export(cfg, data, task, algorithm, training) if cfg.export else None
+  if report is not None:
     training.summary['export'] = report
     outputs.write_summary(training.summary)
   return ExperimentResult(cfg.run_dir, training.summary, training, report)

@@ -99,3 +99,30 @@ class FederatedAlgorithm(abc.ABC):
     """A client's personalized model weights (defaults to the global model)."""
     del client_state
     return self.model_weights(state)
+
+  def build_model(
+      self,
+      task: Task,
+      state: ServerState,
+      client_state: Optional[ClientState] = None,
+  ) -> tf.keras.Model:
+    """The Keras model to export: the global model, or a client's own model.
+
+    The default builds `task.model_builder()` and assigns `model_weights` /
+    `client_model_weights`; algorithms whose deployed model has another
+    architecture (FedGKT: the client's extractor stacked with the server
+    model) override it.
+    """
+    model = task.model_builder()
+    weights = (self.model_weights(state) if client_state is None
+               else self.client_model_weights(state, client_state))
+    model.set_weights(weights)
+    return model
+
+  def evaluate(
+      self, state: ServerState, client_states: Mapping[str, ClientState], data: Any
+  ) -> Optional[Mapping[str, float]]:
+    """Algorithm-specific evaluation, or None for the program's standard one
+    (central test set for a global model; per-client test splits otherwise)."""
+    del state, client_states, data
+    return None
