@@ -304,7 +304,9 @@ def client_dataset(
       per epoch, i.e. full-batch gradient descent).
     epochs: E, >= 1.
     shuffle_seed: Seed of the per-epoch orders (e.g. from `round_seed`).
-    map_fn: Optional per-example transform of OrderedDict(x=, y=), applied
+    map_fn: Optional per-example transform `map_fn(element, seed)` of
+      OrderedDict(x=, y=) and an int64[2] seed for stateless random ops
+      (deterministic for a shuffle_seed), applied
       before batching (e.g. data augmentation).
 
   Returns:
@@ -331,6 +333,8 @@ def client_dataset(
     raise base.DatasetError(f'shuffle_seed must be >= 0, got {shuffle_seed}')
   rng = np.random.default_rng(shuffle_seed)
   orders = np.stack([rng.permutation(n) for _ in range(epochs)])
+  # One stateless-op seed per example and epoch, for reproducible augmentation.
+  example_seeds = rng.integers(0, 2**31 - 1, size=(epochs, n, 2), dtype=np.int64)
   batch = max(n, 1) if batch_size is None else int(batch_size)
   x_t = tf.convert_to_tensor(x)
   y_t = tf.convert_to_tensor(y)
@@ -340,15 +344,16 @@ def client_dataset(
         x=tf.gather(x_t, indices), y=tf.gather(y_t, indices)
     )
 
-  def one_epoch(order):
+  def one_epoch(order, seeds):
     indices = tf.data.Dataset.from_tensor_slices(order)
     if map_fn is None:  # Gather whole batches: fewer, larger ops.
       return indices.batch(batch).map(gather)
-    return indices.map(gather).map(map_fn).batch(batch)
+    examples = tf.data.Dataset.zip((indices.map(gather), tf.data.Dataset.from_tensor_slices(seeds)))
+    return examples.map(map_fn).batch(batch)
 
   num_batches = epochs * (-(-n // batch))
   return (
-      tf.data.Dataset.from_tensor_slices(orders)
+      tf.data.Dataset.from_tensor_slices((orders, example_seeds))
       .flat_map(one_epoch)
       .apply(tf.data.experimental.assert_cardinality(num_batches))
   )

@@ -39,6 +39,7 @@ class KerasEvaluator:
     )
     self._batch_size = batch_size
     self._preprocess = preprocess
+    self._ignore_label = ignore_label
 
   def _dataset(self, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices((x, y))
@@ -74,14 +75,16 @@ class KerasEvaluator:
       self.model.set_weights(list(shared_weights))
       x = np.concatenate([test_arrays[c][0] for c in ids])
       y = np.concatenate([test_arrays[c][1] for c in ids])
-      correct = self._correct(x, y)
+      correct, valid = self._correct(x, y)
       bounds = np.cumsum([0] + [len(test_arrays[c][1]) for c in ids])
-      accuracies = [correct[a:b].mean() for a, b in zip(bounds[:-1], bounds[1:])]
+      accuracies = [correct[a:b].sum() / max(valid[a:b].sum(), 1)
+                    for a, b in zip(bounds[:-1], bounds[1:])]
     else:
       accuracies = []
       for cid in ids:
         self.model.set_weights(list(weights_for_client(cid)))
-        accuracies.append(self._correct(*test_arrays[cid]).mean())
+        correct, valid = self._correct(*test_arrays[cid])
+        accuracies.append(correct.sum() / max(valid.sum(), 1))
     a = np.asarray(accuracies, dtype=np.float64)
     return collections.OrderedDict(
         personalized_accuracy_mean=float(a.mean()),
@@ -90,7 +93,10 @@ class KerasEvaluator:
         personalized_accuracy_max=float(a.max()),
     )
 
-  def _correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-example correctness (1/0) of the current model on (x, y)."""
+  def _correct(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per example: correct predictions and scored positions (padding excluded)."""
     logits = self.model.predict(self._dataset(x, y).map(lambda a, b: a), verbose=0)
-    return (np.argmax(logits, axis=-1) == y).astype(np.float64)
+    correct = np.argmax(logits, axis=-1) == y
+    valid = np.ones_like(y, dtype=bool) if self._ignore_label is None else y != self._ignore_label
+    per_example = lambda m: m.reshape(len(y), -1).sum(axis=1).astype(np.float64)
+    return per_example(correct & valid), per_example(valid)

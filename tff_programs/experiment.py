@@ -27,6 +27,7 @@ import tensorflow as tf
 from compression import registry as aggregator_registry
 from datasets import federated as federated_lib
 from datasets import partition as partition_lib
+from datasets import preprocessing as preprocessing_lib
 from datasets import registry as dataset_registry
 from models import registry as model_registry
 from tff_programs import algorithms as algorithm_registry
@@ -84,6 +85,17 @@ class ExperimentConfig:
   quantize: bool = False
   personalized_eval: bool = True
   export_clients: str = 'all'
+  gkt_temperature: float = 3.0
+  gkt_alpha: float = 1.0
+  gkt_server_epochs: int = 1
+  gkt_server_learning_rate: float = 0.01
+  gkt_server_depth: int = 55
+  gkt_block: str = 'bottleneck'
+  gkt_kd: str = 'both'
+  gkt_mode: str = 'sync'
+  gkt_optimizer: str = 'sgd'
+  gkt_memory_budget_mb: float = 1024.0
+  gkt_server_batch_size: int = 0
 
   @property
   def batch(self) -> Optional[int]:
@@ -169,6 +181,36 @@ def validate(cfg: ExperimentConfig) -> None:
     raise ConfigError(f'--personal_blocks={cfg.personal_blocks}: must be >= 0 (0 = FedAvg)')
   if cfg.partition == 'dirichlet' and cfg.dirichlet_alpha <= 0:
     raise ConfigError(f'--dirichlet_alpha={cfg.dirichlet_alpha}: must be > 0')
+  _validate_gkt(cfg)
+
+
+def _validate_gkt(cfg: ExperimentConfig) -> None:
+  """The --gkt_* flags (FedGKT)."""
+  for flag, allowed in (('gkt_kd', ('both', 'server_to_edge', 'none')),
+                        ('gkt_mode', ('sync', 'async')),
+                        ('gkt_optimizer', ('sgd', 'adam')),
+                        ('gkt_block', ('basic', 'bottleneck')),
+                        ('gkt_server_depth', (55, 109))):
+    if getattr(cfg, flag) not in allowed:
+      raise ConfigError(f'--{flag}={getattr(cfg, flag)!r}: allowed: '
+                        f'{", ".join(str(a) for a in allowed)}')
+  if not (math.isfinite(cfg.gkt_temperature) and cfg.gkt_temperature > 0):
+    raise ConfigError(f'--gkt_temperature={cfg.gkt_temperature}: must be a positive number')
+  if not (math.isfinite(cfg.gkt_alpha) and cfg.gkt_alpha >= 0):
+    raise ConfigError(f'--gkt_alpha={cfg.gkt_alpha}: must be a number >= 0')
+  if not isinstance(cfg.gkt_server_epochs, (int, np.integer)) or cfg.gkt_server_epochs < 1:
+    raise ConfigError(f'--gkt_server_epochs={cfg.gkt_server_epochs}: must be an integer >= 1')
+  if not (math.isfinite(cfg.gkt_server_learning_rate) and cfg.gkt_server_learning_rate > 0):
+    raise ConfigError(f'--gkt_server_learning_rate={cfg.gkt_server_learning_rate}: must be a positive number')
+  if not 0 <= cfg.gkt_memory_budget_mb <= 1536:
+    raise ConfigError(f'--gkt_memory_budget_mb={cfg.gkt_memory_budget_mb}: must be in [0, 1536] '
+                      '(in-memory features are serialized into one TFF call, under 2 GB)')
+  if not isinstance(cfg.gkt_server_batch_size, (int, np.integer)) or cfg.gkt_server_batch_size < 0:
+    raise ConfigError(f'--gkt_server_batch_size={cfg.gkt_server_batch_size}: must be an integer >= 0 '
+                      '(0 = --batch_size, or 64 if inf)')
+  if cfg.algorithm == 'fedgkt' and cfg.aggregator != 'mean':
+    raise ConfigError(f'--aggregator={cfg.aggregator!r}: fedgkt exchanges features and logits, '
+                      'not model updates; allowed: mean')
 
 
 def _partition_options(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -198,20 +240,25 @@ def load_federated_data(cfg: ExperimentConfig) -> federated_lib.FederatedData:
 
 def make_task(cfg: ExperimentConfig, data: federated_lib.FederatedData) -> base.Task:
   """The model builder and batch spec for this config and data."""
+  prep = preprocessing_lib.preprocessing_for(cfg.dataset)
+  input_shape = tuple(prep.model_input_shape or data.input_shape)
   builder = functools.partial(
-      model_registry.build_model, cfg.model, data.input_shape, data.num_classes
+      model_registry.build_model, cfg.model, input_shape, data.num_classes
   )
   x0, y0 = next(iter(data.train_arrays.values()))
+  x_dtype = tf.float32 if prep.train_map is not None else tf.as_dtype(x0.dtype)
   element_spec = {
-      'x': tf.TensorSpec([None, *data.input_shape], tf.as_dtype(x0.dtype)),
+      'x': tf.TensorSpec([None, *input_shape], x_dtype),
       'y': tf.TensorSpec([None, *y0.shape[1:]], tf.as_dtype(y0.dtype)),
   }
-  return base.Task(model_builder=builder, element_spec=element_spec, num_classes=data.num_classes)
+  return base.Task(model_builder=builder, element_spec=element_spec,
+                   num_classes=data.num_classes, ignore_label=prep.ignore_label)
 
 
 def client_dataset_fn(cfg: ExperimentConfig, data: federated_lib.FederatedData):
   """(client_id, round) -> the client's shuffled, batched, repeated dataset."""
   index = {cid: i for i, cid in enumerate(data.client_ids)}
+  train_map = preprocessing_lib.preprocessing_for(cfg.dataset).train_map
 
   def make(client_id: str, round_num: int) -> tf.data.Dataset:
     x, y = data.train_arrays[client_id]
@@ -220,6 +267,7 @@ def client_dataset_fn(cfg: ExperimentConfig, data: federated_lib.FederatedData):
         batch_size=cfg.batch,
         epochs=cfg.local_epochs,
         shuffle_seed=federated_lib.round_seed(cfg.seed, round_num, index[client_id]),
+        map_fn=train_map,
     )
 
   return make
@@ -232,7 +280,9 @@ def make_evaluate_fn(
     algorithm: base.FederatedAlgorithm,
 ):
   """(state, client_states) -> central and (if available) per-client metrics."""
-  evaluator = evaluation.KerasEvaluator(task.model_builder, ignore_label=task.ignore_label)
+  evaluator = evaluation.KerasEvaluator(
+      task.model_builder, ignore_label=task.ignore_label,
+      preprocess=preprocessing_lib.preprocessing_for(cfg.dataset).eval_map)
   x_test, y_test = data.central_test
 
   def evaluate(state: Any, client_states: Mapping[str, Any]) -> Mapping[str, float]:
@@ -280,9 +330,11 @@ def _export(cfg, data, task, algorithm, training) -> dict[str, Any]:
   """Exports the final model (or every exported client's own model), checked."""
   from tff_programs import export as export_lib  # pylint: disable=g-import-not-at-top
 
+  prep = preprocessing_lib.preprocessing_for(cfg.dataset)
   if not algorithm.uses_client_states:
     model = algorithm.build_model(task, training.state)
-    return export_lib.export_model(model, cfg.run_dir, *data.central_test, quantize=cfg.quantize)
+    return export_lib.export_model(model, cfg.run_dir, *data.central_test, quantize=cfg.quantize,
+                                   preprocess=prep.eval_map, ignore_label=task.ignore_label)
   reports = {}
   for cid in _export_client_ids(cfg, data):
     client_state = training.client_states.get(cid)
@@ -291,7 +343,8 @@ def _export(cfg, data, task, algorithm, training) -> dict[str, Any]:
     model = algorithm.build_model(task, training.state, client_state)
     x, y = data.test_arrays[cid] if data.test_arrays else data.central_test
     reports[cid] = export_lib.export_model(
-        model, os.path.join(cfg.run_dir, 'clients'), x, y, quantize=cfg.quantize, name=f'model_{cid}')
+        model, os.path.join(cfg.run_dir, 'clients'), x, y, quantize=cfg.quantize, name=f'model_{cid}',
+        preprocess=prep.eval_map, ignore_label=task.ignore_label)
   gaps = [r['accuracy_gap'] for r in reports.values()]
   return {'clients': reports, 'accuracy_gap': max(gaps) if gaps else 0.0}
 
@@ -321,6 +374,8 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = Non
   with runtime.tff_runtime(log_path=os.path.join(cfg.run_dir, 'tff_worker.log')):
     aggregator = aggregator_registry.AGGREGATORS[cfg.aggregator](cfg)
     algorithm = algorithm_registry.ALGORITHMS[cfg.algorithm](task, cfg, aggregator)
+    if hasattr(algorithm, 'bind_data'):  # Algorithms that build their own client inputs.
+      algorithm.bind_data(data)
     evaluate, evaluator = make_evaluate_fn(cfg, data, task, algorithm)
     training = program_logic.run_training(
         algorithm=algorithm,

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -30,17 +31,32 @@ class ExportError(RuntimeError):
 
 
 def convert_to_tflite(model: tf.keras.Model, *, quantize: bool = False) -> bytes:
-  """TFLite flatbuffer of `model` (dynamic-range quantized if `quantize`)."""
+  """TFLite flatbuffer of `model` (dynamic-range quantized if `quantize`).
+
+  Models whose graph cannot be lowered with a dynamic batch (recurrent layers:
+  TensorList ops) are converted with a static batch of 1, which lets the
+  converter fuse LSTMs into TFLite's builtin op (what a device runs anyway).
+  """
   converter = tf.lite.TFLiteConverter.from_keras_model(model)
   if quantize:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  return converter.convert()
+  try:
+    return converter.convert()
+  except Exception:  # pylint: disable=broad-except  (ConverterError and friends)
+    spec = tf.TensorSpec([1, *model.input_shape[1:]], model.inputs[0].dtype)
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    if quantize:
+      converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
 
 
 def tflite_predict(tflite_model: bytes, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
   """Runs the TFLite interpreter over `x` in batches; returns the outputs."""
   interpreter = tf.lite.Interpreter(model_content=tflite_model, num_threads=os.cpu_count())
   input_detail = interpreter.get_input_details()[0]
+  if input_detail['shape_signature'][0] == 1:  # A static-batch model: one at a time.
+    batch_size = 1
   output_index = interpreter.get_output_details()[0]['index']
   outputs = []
   current = None
@@ -56,8 +72,20 @@ def tflite_predict(tflite_model: bytes, x: np.ndarray, *, batch_size: int = 256)
   return np.concatenate(outputs)
 
 
-def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
-  return float(np.mean(np.argmax(logits, axis=-1) == y))
+def accuracy(logits: np.ndarray, y: np.ndarray, ignore_label: Optional[int] = None) -> float:
+  """Top-1 accuracy; positions labelled `ignore_label` (padding) are not scored."""
+  correct = np.argmax(logits, axis=-1) == y
+  if ignore_label is None:
+    return float(np.mean(correct))
+  valid = y != ignore_label
+  return float(correct[valid].mean()) if valid.any() else 0.0
+
+
+def _preprocessed(x: np.ndarray, preprocess: Optional[Callable], batch_size: int = 1000) -> np.ndarray:
+  if preprocess is None:
+    return x
+  return np.concatenate([preprocess(tf.constant(x[i:i + batch_size])).numpy()
+                         for i in range(0, len(x), batch_size)])
 
 
 def export_model(
@@ -68,8 +96,13 @@ def export_model(
     *,
     quantize: bool = False,
     name: str = 'model',
+    preprocess: Optional[Callable] = None,
+    ignore_label: Optional[int] = None,
 ) -> dict[str, Any]:
   """Saves `model` in all formats into `run_dir` and verifies the TFLite file.
+
+  The exported model takes preprocessed inputs (`preprocess`, e.g. CIFAR's
+  central crop and whitening), as the Keras model did in evaluation.
 
   Returns:
     A report: paths, Keras and TFLite accuracy, their gap, file sizes.
@@ -86,8 +119,9 @@ def export_model(
   tflite_path = os.path.join(run_dir, f'{name}_quant.tflite' if quantize else f'{name}.tflite')
   with open(tflite_path, 'wb') as f:
     f.write(tflite_bytes)
-  keras_accuracy = accuracy(model.predict(x_test, batch_size=512, verbose=0), y_test)
-  tflite_accuracy = accuracy(tflite_predict(tflite_bytes, x_test), y_test)
+  x_test = _preprocessed(x_test, preprocess)
+  keras_accuracy = accuracy(model.predict(x_test, batch_size=512, verbose=0), y_test, ignore_label)
+  tflite_accuracy = accuracy(tflite_predict(tflite_bytes, x_test), y_test, ignore_label)
   report = {
       'keras_path': keras_path,
       'saved_model_dir': saved_model_dir,
@@ -113,6 +147,7 @@ def _main(argv):
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
 
+  from datasets import preprocessing  # pylint: disable=g-import-not-at-top
   from tff_programs import experiment  # pylint: disable=g-import-not-at-top
   import models.registry  # pylint: disable=g-import-not-at-top,unused-import  (custom layers)
 
@@ -131,7 +166,10 @@ def _main(argv):
   cfg = experiment.ExperimentConfig(**fields)
   data = experiment.load_federated_data(cfg)
   model = tf.keras.models.load_model(keras_path, compile=False)
-  report = export_model(model, f.run_dir, *data.central_test, quantize=f.quantize)
+  task = experiment.make_task(cfg, data)
+  prep = preprocessing.preprocessing_for(cfg.dataset)
+  report = export_model(model, f.run_dir, *data.central_test, quantize=f.quantize,
+                        preprocess=prep.eval_map, ignore_label=task.ignore_label)
   print(json.dumps(report, indent=2))
 
 

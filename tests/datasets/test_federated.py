@@ -254,7 +254,8 @@ def test_client_dataset_same_seed_same_batches_other_seed_differs():
 def test_client_dataset_x_and_y_stay_paired_and_map_fn_applies():
   x, y = xy(12)
 
-  def plus_one(element):
+  def plus_one(element, seed):
+    assert seed.shape == (2,) and seed.dtype == tf.int64
     return collections.OrderedDict(x=element['x'] + 1.0, y=element['y'])
 
   ds = federated.client_dataset(
@@ -262,6 +263,22 @@ def test_client_dataset_x_and_y_stay_paired_and_map_fn_applies():
   )
   for b in ds:
     np.testing.assert_array_equal(b['x'].numpy()[:, 0], b['y'].numpy() + 1.0)
+
+
+def test_client_dataset_per_example_seeds_make_augmentation_reproducible():
+  x, y = xy(10)
+
+  def jitter(element, seed):
+    noise = tf.random.stateless_uniform(tf.shape(element['x']), seed)
+    return collections.OrderedDict(x=element['x'] + noise, y=element['y'])
+
+  make = lambda s: [b['x'].numpy() for b in federated.client_dataset(
+      x, y, batch_size=4, epochs=2, shuffle_seed=s, map_fn=jitter)]
+  a, b, c = make(1), make(1), make(2)
+  assert all(np.array_equal(p, q) for p, q in zip(a, b))
+  assert not all(np.array_equal(p, q) for p, q in zip(a, c))
+  # The two epochs draw different noise for the same examples.
+  assert not np.allclose(np.sort(np.concatenate(a[:3]).ravel()), np.sort(np.concatenate(a[3:]).ravel()))
 
 
 def test_client_dataset_survives_graph_serialization():
