@@ -46,12 +46,13 @@ def rounds_to_target(
   return None
 
 
-def _value(row: Mapping[str, Any], key: str) -> Optional[float]:
+def cellcell_value(row: Mapping[str, Any], key: str) -> Optional[float]:
+  """A finite float from a metrics.csv cell, else None (missing, empty, NaN, inf)."""
   value = row.get(key)
   if value is None or value == '':
     return None
   value = float(value)
-  return None if math.isnan(value) else value
+  return value if math.isfinite(value) else None
 
 
 def summarize(
@@ -64,30 +65,30 @@ def summarize(
   communication totals, and personalized accuracy mean/std when present.
   """
   rows = list(rows)
-  evals = [(int(r['round']), _value(r, 'eval_accuracy')) for r in rows]
+  evals = [(int(r['round']), cell_value(r, 'eval_accuracy')) for r in rows]
   evals = [(k, a) for k, a in evals if a is not None]
-  last_eval = next((r for r in reversed(rows) if _value(r, 'eval_accuracy') is not None), None)
+  last_eval = next((r for r in reversed(rows) if cell_value(r, 'eval_accuracy') is not None), None)
   summary: dict[str, Any] = {
       'rounds_completed': int(rows[-1]['round']) if rows else 0,
-      'final_eval_accuracy': _value(last_eval, 'eval_accuracy') if last_eval else None,
-      'final_eval_loss': _value(last_eval, 'eval_loss') if last_eval else None,
+      'final_eval_accuracy': cell_value(last_eval, 'eval_accuracy') if last_eval else None,
+      'final_eval_loss': cell_value(last_eval, 'eval_loss') if last_eval else None,
       'best_eval_accuracy': max((a for _, a in evals), default=None),
       'target_accuracy': target_accuracy,
       'rounds_to_target': None,
-      'train_seconds': sum(_value(r, 'seconds') or 0.0 for r in rows),
+      'train_seconds': sum(cell_value(r, 'seconds') or 0.0 for r in rows),
   }
   if target_accuracy is not None and evals:
     summary['rounds_to_target'] = rounds_to_target(
         [k for k, _ in evals], [a for _, a in evals], target_accuracy
     )
   for key in ('upload_bytes', 'download_bytes'):
-    summary[f'{key}_total'] = int(sum(_value(r, key) or 0 for r in rows))
+    summary[f'{key}_total'] = int(sum(cell_value(r, key) or 0 for r in rows))
   if rows:
     for key in ('upload_params_per_client', 'download_params'):
-      if _value(rows[-1], key) is not None:
-        summary[key] = int(_value(rows[-1], key))
+      if cell_value(rows[-1], key) is not None:
+        summary[key] = int(cell_value(rows[-1], key))
   if last_eval is not None:
     for key in ('personalized_accuracy_mean', 'personalized_accuracy_std'):
-      if _value(last_eval, key) is not None:
-        summary[key] = _value(last_eval, key)
+      if cell_value(last_eval, key) is not None:
+        summary[key] = cell_value(last_eval, key)
   return summary

@@ -37,18 +37,9 @@ REPORT_MD = 'report.md'
 RESULTS_JSON = 'results.json'
 
 
-def _number(row: Mapping[str, Any], key: str) -> Optional[float]:
-  """A finite float from a CSV cell, else None (missing, empty, NaN, inf)."""
-  value = row.get(key)
-  if value is None or value == '':
-    return None
-  value = float(value)
-  return value if math.isfinite(value) else None
-
-
 def series(rows: Rows, key: str) -> tuple[list[int], list[float]]:
   """(rounds, values) of the rows where `key` holds a finite number."""
-  points = [(int(r['round']), _number(r, key)) for r in rows]
+  points = [(int(r['round']), metrics_lib.cell_value(r, key)) for r in rows]
   points = [(k, v) for k, v in points if v is not None]
   return [k for k, _ in points], [v for _, v in points]
 
