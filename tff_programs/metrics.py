@@ -46,7 +46,7 @@ def rounds_to_target(
   return None
 
 
-def cellcell_value(row: Mapping[str, Any], key: str) -> Optional[float]:
+def cell_value(row: Mapping[str, Any], key: str) -> Optional[float]:
   """A finite float from a metrics.csv cell, else None (missing, empty, NaN, inf)."""
   value = row.get(key)
   if value is None or value == '':
