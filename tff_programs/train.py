@@ -29,7 +29,7 @@ from tff_programs import progress
 _D = experiment.ExperimentConfig()
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string('algorithm', _D.algorithm, 'Federated algorithm: fedavg | fedsgd (FedAvg with E=1, B=inf, one gradient step per round) | rpn (FedAvg with residual pooling of conv kernels, Huang et al. 2020) | fedper (private personalization layers, Arivazhagan et al. 2019).')
+flags.DEFINE_string('algorithm', _D.algorithm, 'Federated algorithm: fedavg | fedsgd (FedAvg with E=1, B=inf, one gradient step per round) | rpn (FedAvg with residual pooling of conv kernels, Huang et al. 2020) | fedper (private personalization layers, Arivazhagan et al. 2019) | fedgkt (group knowledge transfer: edge ResNet-8 + server ResNet-55/109, He et al. 2020; see --gkt_*).')
 flags.DEFINE_string('aggregator', _D.aggregator, 'Model-update aggregator: mean (TFF weighted mean) | quantized (uniform b-bit quantization of uploads). With --algorithm=rpn: what aggregates the pooled residuals (quantized = RPN + 8-bit).')
 flags.DEFINE_string('dataset', _D.dataset, 'digits (scikit-learn, embedded) | mnist | cifar10 | cifar100 | emnist | synthetic.')
 flags.DEFINE_string('data_dir', _D.data_dir, 'Folder with the dataset files (mnist: the 4 IDX .gz files or mnist.npz; cifar: the python batches or tarball; emnist: TFF cache).')
@@ -66,6 +66,17 @@ flags.DEFINE_bool('export', _D.export, 'Export the final model (.keras, SavedMod
 flags.DEFINE_bool('quantize', _D.quantize, 'Export a dynamic-range quantized TFLite model instead of float.')
 flags.DEFINE_bool('personalized_eval', _D.personalized_eval, 'Also evaluate on per-client test splits (client mean/std/min/max).')
 flags.DEFINE_string('export_clients', _D.export_clients, 'fedper: clients whose personalized models are exported: all | none | comma-separated ids.')
+flags.DEFINE_float('gkt_temperature', _D.gkt_temperature, 'fedgkt: distillation temperature T (KL scaled by T^2).')
+flags.DEFINE_float('gkt_alpha', _D.gkt_alpha, 'fedgkt: weight alpha of the KD term on clients and server.')
+flags.DEFINE_integer('gkt_server_epochs', _D.gkt_server_epochs, 'fedgkt: E_s, server epochs per round over the received features (--local_epochs is E_c).')
+flags.DEFINE_float('gkt_server_learning_rate', _D.gkt_server_learning_rate, 'fedgkt: SGD learning rate of the server model (--client_learning_rate: edge models).')
+flags.DEFINE_integer('gkt_server_depth', _D.gkt_server_depth, 'fedgkt: server model ResNet-55 | 109 (ResNet-56/110 without the stem). The edge is ResNet-8; --model is not used.')
+flags.DEFINE_string('gkt_block', _D.gkt_block, 'fedgkt: residual block of edge and server: bottleneck (FedGKT released code; the paper ratios) | basic.')
+flags.DEFINE_string('gkt_kd', _D.gkt_kd, 'fedgkt: knowledge distillation: both (the paper) | server_to_edge (server CE only) | none (CE on both sides).')
+flags.DEFINE_string('gkt_mode', _D.gkt_mode, 'fedgkt: sync (server trains after all sampled clients) | async (server trains on each client as it arrives).')
+flags.DEFINE_string('gkt_optimizer', _D.gkt_optimizer, 'fedgkt: optimizer of edge and server models: sgd (plain) | adam (FedGKT released code; each client and the server keep their moments across rounds).')
+flags.DEFINE_float('gkt_memory_budget_mb', _D.gkt_memory_budget_mb, 'fedgkt: feature maps held in RAM per round up to this many MB; above, they are spilled to TFRecord files in the run folder.')
+flags.DEFINE_integer('gkt_server_batch_size', _D.gkt_server_batch_size, 'fedgkt: server minibatch size (0 = --batch_size, or 64 if inf).')
 flags.DEFINE_bool('progress', None, 'Force the progress bar on/off (default: on when stderr is a terminal).')
 
 USER_ERRORS = (ValueError, FileNotFoundError)

@@ -10,11 +10,14 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 import dataclasses
+import os
 
 from compression import rpn
 from compression import rpn_aggregator
+from datasets import preprocessing
 from tff_programs.algorithms import base
 from tff_programs.algorithms import fedavg
+from tff_programs.algorithms import fedgkt
 from tff_programs.algorithms import fedper
 
 
@@ -50,6 +53,31 @@ def _build_fedper(task: base.Task, cfg: Any, aggregator: Optional[Any]) -> base.
   return fedper.FedPerAlgorithm(task, config, aggregator=aggregator)
 
 
+def _build_fedgkt(task: base.Task, cfg: Any, aggregator: Optional[Any]) -> base.FederatedAlgorithm:
+  """FedGKT; it exchanges features and logits, so no model aggregator applies."""
+  del aggregator
+  config = fedgkt.FedGKTConfig(
+      temperature=cfg.gkt_temperature,
+      alpha=cfg.gkt_alpha,
+      client_epochs=cfg.local_epochs,
+      client_batch_size=cfg.batch,
+      server_epochs=cfg.gkt_server_epochs,
+      client_learning_rate=cfg.client_learning_rate,
+      server_learning_rate=cfg.gkt_server_learning_rate,
+      learning_rate_decay=cfg.learning_rate_decay,
+      server_depth=cfg.gkt_server_depth,
+      block=cfg.gkt_block,
+      kd_mode=cfg.gkt_kd,
+      mode=cfg.gkt_mode,
+      optimizer=cfg.gkt_optimizer,
+      memory_budget_mb=cfg.gkt_memory_budget_mb,
+      server_batch_size=cfg.gkt_server_batch_size or cfg.batch or 64,
+      spill_dir=os.path.join(cfg.run_dir, 'gkt_features'),
+  )
+  prep = preprocessing.preprocessing_for(cfg.dataset)
+  return fedgkt.FedGKTAlgorithm(task, config, train_map=prep.train_map, eval_map=prep.eval_map)
+
+
 AlgorithmBuilder = Callable[[base.Task, Any, Optional[Any]], base.FederatedAlgorithm]
 
 ALGORITHMS: dict[str, AlgorithmBuilder] = {
@@ -57,4 +85,5 @@ ALGORITHMS: dict[str, AlgorithmBuilder] = {
     'fedsgd': lambda task, cfg, agg: fedavg.build_fedsgd(task, _fedavg_config(cfg), aggregator=agg),
     'rpn': _build_rpn,
     'fedper': _build_fedper,
+    'fedgkt': _build_fedgkt,
 }

@@ -1,0 +1,310 @@
+"""FedGKT: types, one round's data flow, spill == RAM, KD ablations, resume, export.
+
+Tiny stand-ins for ResNet-8 / ResNet-55 keep these fast: the edge is a 1x1 conv
+(2 channels) + BN + ReLU extractor and a GAP + Dense classifier; the server is
+Flatten + Dense on the (4, 4, 2) features. (The real ResNet-8 + ResNet-55
+stack exports the same way but takes minutes to trace and convert on 2 cores.)
+"""
+
+import collections
+import csv
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from datasets import federated as federated_lib
+from tff_programs import experiment
+from tff_programs.algorithms import base
+from tff_programs.algorithms import fedgkt
+from tff_programs.algorithms import gkt_losses
+
+C = 3
+SHAPE = (4, 4, 1)
+
+
+def tiny_edge(input_shape=SHAPE, num_classes=C):
+  inputs = tf.keras.Input(input_shape)
+  conv = tf.keras.layers.Conv2D(2, 1, name='fe_conv')
+  bn = tf.keras.layers.BatchNormalization(name='fe_bn')
+  h = tf.keras.layers.ReLU(name='fe_relu')(bn(conv(inputs)))
+  gap = tf.keras.layers.GlobalAveragePooling2D(name='gap')
+  dense = tf.keras.layers.Dense(num_classes, name='logits')
+  features = tf.keras.Input(h.shape[1:])
+  return (tf.keras.Model(inputs, h, name='tiny_extractor'),
+          tf.keras.Model(features, dense(gap(features))),
+          tf.keras.Model(inputs, dense(gap(h))))
+
+
+def tiny_server(feature_shape, num_classes=C):
+  features = tf.keras.Input(feature_shape)
+  return tf.keras.Model(features, tf.keras.layers.Dense(num_classes, name='s_logits')(
+      tf.keras.layers.Flatten()(features)), name='tiny_server')
+
+
+def make_data():
+  rng = np.random.default_rng(3)
+  arrays = {cid: (rng.normal(size=(n, *SHAPE)).astype(np.float32),
+                  rng.integers(0, C, n).astype(np.int64)) for cid, n in (('a', 5), ('b', 7))}
+  return federated_lib.FederatedData(
+      name='tiny', client_ids=('a', 'b'), train_arrays=arrays, test_arrays=arrays,
+      central_test=arrays['b'], label_histogram=np.ones((2, C), np.int64), num_classes=C,
+      input_shape=SHAPE)
+
+
+DATA = make_data()
+SPEC = collections.OrderedDict(x=tf.TensorSpec([None, *SHAPE], tf.float32),
+                               y=tf.TensorSpec([None], tf.int64))
+TASK = base.Task(lambda: None, SPEC, C)
+CONFIG = fedgkt.FedGKTConfig(client_epochs=2, client_batch_size=3, server_epochs=2,
+                             server_batch_size=4, client_learning_rate=0.1,
+                             server_learning_rate=0.1)
+
+
+def algorithm(**overrides):
+  alg = fedgkt.FedGKTAlgorithm(TASK, dataclasses.replace(CONFIG, **overrides),
+                               edge_builder=tiny_edge, server_builder=tiny_server)
+  alg.bind_data(DATA)
+  return alg
+
+
+def first_round(alg, clients=('a', 'b'), states=None, seed=0):
+  state = alg.initialize(seed)
+  states = states or {c: alg.initial_client_state(c, seed) for c in clients}
+  return state, states, alg.next(state, 1, list(clients), [None] * len(clients), states)
+
+
+def assert_nests_equal(a, b):
+  tf.nest.assert_same_structure(a, b)
+  for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_type_signatures(tff_context):
+  comps = algorithm().computations
+  edge = ('<trainable=<float32[1,1,1,2],float32[2],float32[2],float32[2],float32[2,3],float32[3]>,'
+          'non_trainable=<float32[2],float32[2]>>')
+  server = '<trainable=<float32[32,3],float32[3]>,non_trainable=<>>'
+  opt = '<learning_rate=float32>'
+  totals = '<loss_sum=float32,correct=float32,examples=int64>'
+  features = '<h=float32[?,4,4,2],z=float32[?,3],y=int64[?]>*'
+  assert str(comps.client_phase.type_signature) == (
+      f'(<edge_weights={{{edge}}}@CLIENTS,edge_optimizer_state={{{opt}}}@CLIENTS,'
+      'train_data={<x=float32[?,4,4,1],y=int64[?],z=float32[?,3]>*}@CLIENTS,'
+      'extract_data={<x=float32[?,4,4,1],y=int64[?]>*}@CLIENTS,'
+      'teacher_mask={float32}@CLIENTS,learning_rate=float32@SERVER> -> '
+      f'{{<edge={edge},optimizer={opt},features=float32[?,4,4,2],logits=float32[?,3],'
+      f'labels=int64[?],metrics={totals}>}}@CLIENTS)')
+  state = f'<model={server},optimizer={opt}>'
+  assert str(comps.server_train.type_signature) == (
+      f'(<state={state}@SERVER,data={features}@SERVER,learning_rate=float32@SERVER> -> '
+      f'<state={state},metrics={totals}>@SERVER)')
+  assert str(comps.server_infer.type_signature) == (
+      f'(<weights={server}@SERVER,data={features}@SERVER> -> float32[?,3]@SERVER)')
+
+
+def server_view(alg, state, client_state, x):
+  """Z_s the server computes for a client: f_s(f_e^(k)(x)), inference mode."""
+  model = alg.build_model(TASK, state, client_state)
+  return model(x, training=False).numpy()
+
+
+def test_one_round_returns_server_logits_and_counts_communication(tff_context):
+  alg = algorithm()
+  _, before, out = first_round(alg)
+  for cid, n in (('a', 5), ('b', 7)):
+    new = out.client_states[cid]
+    assert new['server_logits'].shape == (n, C) and new['server_logits'].dtype == np.float32
+    assert int(new['has_server_logits']) == 1 and int(before[cid]['has_server_logits']) == 0
+    assert not np.allclose(new['edge']['trainable'][0], before[cid]['edge']['trainable'][0])
+    # The stored Z_s are the trained server's logits of the client's own
+    # features, in training-data order (extraction ran in a permuted order).
+    np.testing.assert_allclose(new['server_logits'], server_view(alg, out.state, new, DATA.train_arrays[cid][0]),
+                               rtol=1e-5, atol=1e-5)
+  m = out.metrics
+  assert (m['clients'], m['examples']) == (2, 2 * 12)  # examples trained on: E_c = 2 epochs
+  # 12 examples uploaded: H = 4*4*2 = 32 floats, Z_c 3 floats, Y 1 int64 (8 bytes).
+  assert m['upload_params_per_client'] == 12 * (32 + 3 + 1) / 2
+  assert m['upload_bytes'] == 12 * ((32 + 3) * 4 + 8)
+  assert m['download_params'] == 12 * 3 / 2 and m['download_bytes'] == 12 * 3 * 4
+  # FedAvg on stem + server: trainable 2+2 conv, 2+2 BN, 96+3 dense = 107; + 4 BN stats.
+  assert (m['fedavg_upload_params_per_client'], m['fedavg_download_params']) == (107, 111)
+  assert (m['fedavg_upload_bytes'], m['fedavg_download_bytes']) == (2 * 107 * 4, 2 * 111 * 4)
+  # Split learning: H + Y up, dL/dH down, every example, E_c = 2 times.
+  assert m['split_upload_bytes'] == 2 * 12 * (32 * 4 + 8)
+  assert m['split_download_bytes'] == 2 * 12 * 32 * 4
+  assert m['features_spilled'] == 0
+
+
+@pytest.mark.parametrize('mode', ['sync', 'async'])
+def test_spilled_features_train_exactly_like_features_in_ram(tff_context, tmp_path, monkeypatch, mode):
+  spill_dir = str(tmp_path / 'spill')
+  written = []
+  original_add = fedgkt.FeatureStore.add
+
+  def spy(store, *args):
+    position = original_add(store, *args)
+    if store.spilled:
+      written.append(os.path.getsize(store._sources[position]))  # pylint: disable=protected-access
+    return position
+
+  monkeypatch.setattr(fedgkt.FeatureStore, 'add', spy)
+  in_ram = first_round(algorithm(mode=mode))[2]
+  assert not written
+  spilled = first_round(algorithm(mode=mode, memory_budget_mb=0.0, spill_dir=spill_dir))[2]
+  assert len(written) == 2 and min(written) > 5 * 32 * 4  # one TFRecord file per client
+  assert not os.path.exists(spill_dir), 'feature files are deleted after the round'
+  assert (in_ram.metrics['features_spilled'], spilled.metrics['features_spilled']) == (0, 1)
+  assert_nests_equal(in_ram.state, spilled.state)
+  for cid in ('a', 'b'):
+    assert_nests_equal(in_ram.client_states[cid], spilled.client_states[cid])
+  same = lambda row: {k: v for k, v in row.items() if k != 'features_spilled'}
+  assert same(in_ram.metrics) == same(spilled.metrics)
+
+
+def eager_client(alg, cid, client_state, mask, lr=0.1):
+  """The client phase's training, eagerly, on the same batches."""
+  extractor, classifier, full = tiny_edge()
+  fedgkt._assign(full, client_state['edge'])  # pylint: disable=protected-access
+  train, _, _ = alg.client_inputs(cid, client_state, 1)
+  for batch in train:
+    gkt_losses.edge_train_step(extractor, classifier, lr, batch['x'], batch['y'], batch['z'],
+                               mask, alpha=CONFIG.alpha, temperature=CONFIG.temperature)
+  return fedgkt._weights_of(full)  # pylint: disable=protected-access
+
+
+def with_teacher(alg):
+  rng = np.random.default_rng(5)
+  states = {}
+  for cid in ('a', 'b'):
+    s = alg.initial_client_state(cid, 0)
+    s['server_logits'] = rng.normal(size=s['server_logits'].shape).astype(np.float32) * 3
+    s['has_server_logits'] = np.int32(1)
+    states[cid] = s
+  return states
+
+
+def test_kd_none_trains_clients_on_pure_cross_entropy(tff_context):
+  none, both = algorithm(kd_mode='none'), algorithm(kd_mode='both')
+  states = with_teacher(none)
+  out_none = first_round(none, states=states)[2]
+  out_both = first_round(both, states=states)[2]
+  for cid in ('a', 'b'):
+    ce_only = eager_client(none, cid, states[cid], mask=0.0)
+    distilled = eager_client(both, cid, states[cid], mask=1.0)
+    for got, want in zip(tf.nest.flatten(out_none.client_states[cid]['edge']), tf.nest.flatten(ce_only)):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(tf.nest.flatten(out_both.client_states[cid]['edge']), tf.nest.flatten(distilled)):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ce_only['trainable'][0], distilled['trainable'][0])
+    # Nobody needs Z_s: none computed, the old ones are kept.
+    np.testing.assert_array_equal(out_none.client_states[cid]['server_logits'], states[cid]['server_logits'])
+  assert out_none.metrics['download_bytes'] == 0
+  assert out_none.metrics['upload_params_per_client'] == 12 * (32 + 1) / 2  # no Z_c either
+
+
+def test_round_one_has_no_teacher_and_only_both_distills_on_the_server(tff_context):
+  outs = {mode: first_round(algorithm(kd_mode=mode))[2] for mode in fedgkt.KD_MODES}
+  for mode in ('server_to_edge', 'both'):  # identical clients: no Z_s yet anywhere
+    for cid in ('a', 'b'):
+      assert_nests_equal(outs['none'].client_states[cid]['edge'], outs[mode].client_states[cid]['edge'])
+  assert_nests_equal(outs['none'].state, outs['server_to_edge'].state)  # server: CE only
+  assert not np.allclose(outs['none'].state['model']['trainable'][0],
+                         outs['both'].state['model']['trainable'][0])
+
+
+def test_async_answers_each_client_right_after_training_on_it(tff_context):
+  out = first_round(algorithm(mode='async'))[2]
+  alone = first_round(algorithm(mode='sync'), clients=('a',))[2]
+  # Client a is answered by the server trained on a alone; b by the final server.
+  np.testing.assert_array_equal(out.client_states['a']['server_logits'],
+                                alone.client_states['a']['server_logits'])
+  b = out.client_states['b']
+  np.testing.assert_allclose(b['server_logits'], server_view(algorithm(), out.state, b, DATA.train_arrays['b'][0]),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_adam_keeps_optimizer_state_per_client_and_server(tff_context):
+  out = first_round(algorithm(optimizer='adam'))[2]
+  # Steps: server 2 epochs * (2 + 2) batches of 4; client a 2 epochs * 2 batches of 3.
+  assert int(out.state['optimizer']['step']) == 8
+  assert int(out.client_states['a']['optimizer']['step']) == 4
+  assert int(out.client_states['b']['optimizer']['step']) == 6
+
+
+def test_gkt_flags_are_validated_in_one_line():
+  with pytest.raises(experiment.ConfigError, match=r"^--gkt_kd='x': allowed: both, server_to_edge, none$"):
+    experiment.validate(experiment.ExperimentConfig(gkt_kd='x'))
+  with pytest.raises(experiment.ConfigError, match='--gkt_server_depth=56: allowed: 55, 109'):
+    experiment.validate(experiment.ExperimentConfig(gkt_server_depth=56))
+  with pytest.raises(experiment.ConfigError, match='--aggregator'):
+    experiment.validate(experiment.ExperimentConfig(algorithm='fedgkt', aggregator='quantized'))
+
+
+def gkt_cfg(tmp_path, **overrides):
+  return experiment.ExperimentConfig(**{**dict(
+      algorithm='fedgkt', dataset='synthetic', model='tiny_mlp', partition='k_class',
+      classes_per_client=2, num_clients=5, client_fraction=0.4, local_epochs=1, batch_size=8,
+      client_learning_rate=0.01, gkt_server_learning_rate=0.01, gkt_optimizer='adam',
+      gkt_server_epochs=2, rounds=4, eval_every=1, checkpoint_every=2, output_dir=str(tmp_path),
+      export=False, run_name='run'), **overrides})
+
+
+def read_rows(run_dir):
+  with open(f'{run_dir}/metrics.csv') as f:
+    return [{k: v for k, v in r.items() if 'seconds' not in k} for r in csv.DictReader(f)]
+
+
+QUIET = dict(show_progress=False, log=lambda *a: None)
+
+
+@pytest.fixture
+def tiny_models(monkeypatch):
+  monkeypatch.setattr(fedgkt, 'default_edge_builder',
+                      lambda shape, classes, config: lambda: tiny_edge(shape, classes))
+  monkeypatch.setattr(fedgkt, 'default_server_builder',
+                      lambda classes, config: lambda shape: tiny_server(shape, classes))
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, tiny_models):
+  full = experiment.run_experiment(gkt_cfg(tmp_path / 'full', gkt_memory_budget_mb=0.0), **QUIET)
+  experiment.run_experiment(gkt_cfg(tmp_path / 'cut', rounds=2), **QUIET)
+  resumed = experiment.run_experiment(gkt_cfg(tmp_path / 'cut', resume=True), **QUIET)
+  rows = read_rows(full.run_dir)
+  assert [r['features_spilled'] for r in rows] == ['1'] * 4
+  assert not os.path.exists(os.path.join(full.run_dir, 'gkt_features'))
+  for row in rows:
+    row.pop('features_spilled')
+  cut_rows = read_rows(resumed.run_dir)
+  for row in cut_rows:
+    row.pop('features_spilled')
+  assert rows == cut_rows
+  assert_nests_equal(full.training.state, resumed.training.state)
+  assert set(full.training.client_states) == set(resumed.training.client_states)
+  for cid, state in full.training.client_states.items():
+    assert_nests_equal(state, resumed.training.client_states[cid])
+  assert {'eval_accuracy', 'edge_accuracy', 'eval_loss'} <= set(rows[-1])
+  assert float(rows[-1]['eval_accuracy']) > float(rows[0]['eval_accuracy']) + 0.1  # it learns
+
+
+def test_export_writes_a_checked_tflite_model_per_client(tmp_path, tiny_models):
+  """Each exported client model is its own extractor stacked with the server."""
+  result = experiment.run_experiment(
+      gkt_cfg(tmp_path, rounds=1, num_clients=2, client_fraction=1.0, partition='iid', gkt_server_epochs=1,
+              export=True, export_clients='client_000,client_001'), **QUIET)
+  reports = result.export_report['clients']
+  assert sorted(reports) == ['client_000', 'client_001']
+  models = {}
+  for cid, report in reports.items():
+    assert report['tflite_path'].endswith(f'clients/model_{cid}.tflite')
+    assert os.path.getsize(report['tflite_path']) == report['tflite_bytes'] > 0
+    assert report['accuracy_gap'] <= 0.005
+    models[cid] = tf.keras.models.load_model(report['keras_path'])
+    assert [layer.name for layer in models[cid].layers[1:]] == ['tiny_extractor', 'tiny_server']
+  # Same server, each client's own extractor.
+  a, b = (models[c].get_layer('tiny_extractor').get_weights()[0] for c in sorted(models))
+  assert not np.array_equal(a, b)
+  np.testing.assert_array_equal(models['client_000'].get_layer('tiny_server').get_weights()[0],
+                                models['client_001'].get_layer('tiny_server').get_weights()[0])
