@@ -374,8 +374,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = Non
   with runtime.tff_runtime(log_path=os.path.join(cfg.run_dir, 'tff_worker.log')):
     aggregator = aggregator_registry.AGGREGATORS[cfg.aggregator](cfg)
     algorithm = algorithm_registry.ALGORITHMS[cfg.algorithm](task, cfg, aggregator)
-    if hasattr(algorithm, 'bind_data'):  # Algorithms that build their own client inputs.
-      algorithm.bind_data(data)
+    algorithm.bind_data(data)
     evaluate, evaluator = make_evaluate_fn(cfg, data, task, algorithm)
     training = program_logic.run_training(
         algorithm=algorithm,

@@ -70,6 +70,14 @@ class FederatedAlgorithm(abc.ABC):
   name: str = 'algorithm'
   uses_client_states: bool = False
 
+  def bind_data(self, data: Any) -> None:
+    """Receives the run's `FederatedData` before training (default: unused).
+
+    Algorithms that build their clients' inputs themselves (FedGKT pairs each
+    example with its pending server logits) keep a reference here.
+    """
+    del data
+
   @abc.abstractmethod
   def initialize(self, seed: int) -> ServerState:
     """The round-0 server state; deterministic for a seed."""
