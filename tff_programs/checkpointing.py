@@ -15,7 +15,8 @@ import asyncio
 import collections
 import os
 import re
-from collections.abc import Callable, Mapping
+import zipfile
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Optional
 
 import numpy as np
@@ -76,18 +77,22 @@ class CheckpointManager:
       round_num: int,
       server_template: Any,
       client_template: Optional[Callable[[str], Any]] = None,
-  ) -> tuple[Any, dict[str, Any], int]:
-    """Returns (server_state, client_states, sampler_seed) saved at `round_num`."""
+      into: Optional[MutableMapping[str, Any]] = None,
+  ) -> tuple[Any, MutableMapping[str, Any], int]:
+    """Returns (server_state, client_states, sampler_seed) saved at `round_num`.
+
+    Client states are put into `into` (a dict by default).
+    """
     template = collections.OrderedDict(
         round=np.int64(0),
         sampler=collections.OrderedDict(seed=np.int64(0), round=np.int64(0)),
         server_state=server_template,
     )
     program_state = _run(self._states.load(round_num, template))
-    client_states: dict[str, Any] = {}
+    client_states = into if into is not None else {}
     path = os.path.join(self.directory, f'client_states_{round_num}.npz')
     if client_template is not None and os.path.exists(path):
-      client_states = _load_client_states(path, client_template)
+      _load_client_states(path, client_template, client_states)
     return (
         program_state['server_state'],
         client_states,
@@ -103,28 +108,27 @@ class CheckpointManager:
 
 
 def _save_client_states(path: str, client_states: Mapping[str, Any]) -> None:
-  arrays = {}
-  for client_id, state in client_states.items():
-    for i, leaf in enumerate(tf.nest.flatten(state)):
-      arrays[f'{client_id}/{i}'] = np.asarray(leaf)
+  """Writes an .npz (a zip of .npy) one array at a time: a store that spills to
+  disk is streamed, never loaded whole."""
   tmp = f'{path}.tmp'
-  with open(tmp, 'wb') as f:
-    np.savez(f, **arrays)
+  with zipfile.ZipFile(tmp, 'w', allowZip64=True) as archive:
+    for client_id in client_states:
+      for i, leaf in enumerate(tf.nest.flatten(client_states[client_id])):
+        with archive.open(f'{client_id}/{i}.npy', 'w', force_zip64=True) as f:
+          np.lib.format.write_array(f, np.asarray(leaf), allow_pickle=False)
   os.replace(tmp, path)
 
 
 def _load_client_states(
-    path: str, client_template: Callable[[str], Any]
-) -> dict[str, Any]:
+    path: str, client_template: Callable[[str], Any], into: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+  """Reads client states one client at a time into `into` (e.g. a spilling store)."""
   with np.load(path) as data:
-    leaves: dict[str, dict[int, np.ndarray]] = collections.defaultdict(dict)
+    by_client: dict[str, list[str]] = collections.defaultdict(list)
     for key in data.files:
-      client_id, index = key.rsplit('/', 1)
-      leaves[client_id][int(index)] = data[key]
-  states = {}
-  for client_id, by_index in leaves.items():
-    template = client_template(client_id)
-    states[client_id] = tf.nest.pack_sequence_as(
-        template, [by_index[i] for i in range(len(by_index))]
-    )
-  return states
+      by_client[key.rsplit('/', 1)[0]].append(key)
+    for client_id, keys in by_client.items():
+      keys.sort(key=lambda k: int(k.rsplit('/', 1)[1]))
+      into[client_id] = tf.nest.pack_sequence_as(
+          client_template(client_id), [data[k] for k in keys])
+  return into

@@ -32,6 +32,7 @@ from datasets import registry as dataset_registry
 from models import registry as model_registry
 from tff_programs import algorithms as algorithm_registry
 from tff_programs import checkpointing
+from tff_programs import client_states as client_states_lib
 from tff_programs import evaluation
 from tff_programs import program_logic
 from tff_programs import run_outputs
@@ -84,6 +85,7 @@ class ExperimentConfig:
   export: bool = True
   quantize: bool = False
   personalized_eval: bool = True
+  client_state_memory_mb: float = 1024.0
   export_clients: str = 'all'
   gkt_temperature: float = 3.0
   gkt_alpha: float = 1.0
@@ -177,6 +179,8 @@ def validate(cfg: ExperimentConfig) -> None:
     raise ConfigError(f"--rpn_weighting={cfg.rpn_weighting!r}: allowed: num_examples, uniform")
   if not 1 <= cfg.quantization_bits <= 16:
     raise ConfigError(f'--quantization_bits={cfg.quantization_bits}: must be in [1, 16]')
+  if not cfg.client_state_memory_mb > 0:
+    raise ConfigError(f'--client_state_memory_mb={cfg.client_state_memory_mb}: must be > 0')
   if cfg.personal_blocks < 0:
     raise ConfigError(f'--personal_blocks={cfg.personal_blocks}: must be >= 0 (0 = FedAvg)')
   if cfg.partition == 'dirichlet' and cfg.dirichlet_alpha <= 0:
@@ -394,6 +398,11 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = Non
         checkpoints=checkpointing.CheckpointManager(outputs.checkpoint_dir),
         resume=cfg.resume,
         show_progress=show_progress,
+        client_state_store=client_states_lib.ClientStateStore(
+            lambda cid: algorithm.initial_client_state(cid, cfg.seed),
+            directory=os.path.join(cfg.run_dir, 'client_states'),
+            memory_budget_bytes=int(cfg.client_state_memory_mb * 2**20),
+        ) if algorithm.uses_client_states else None,
     )
     report = _export(cfg, data, task, algorithm, training) if cfg.export else None
   if report is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Optional
 
 import tensorflow as tf
@@ -64,7 +64,7 @@ class LoopConfig:
 @dataclasses.dataclass
 class TrainingResult:
   state: Any
-  client_states: dict[str, Any]
+  client_states: MutableMapping[str, Any]
   last_round: int
   summary: dict[str, Any]
 
@@ -84,6 +84,7 @@ def run_training(
     checkpoints: checkpointing.CheckpointManager,
     resume: bool = False,
     show_progress: Optional[bool] = None,
+    client_state_store: Optional[MutableMapping[str, Any]] = None,
 ) -> TrainingResult:
   """Trains `algorithm` for `config.rounds` rounds, resuming if asked.
 
@@ -97,6 +98,8 @@ def run_training(
     checkpoints: the run's checkpoint manager.
     resume: continue from the latest checkpoint if there is one.
     show_progress: force the progress bar on/off (None: on for a terminal).
+    client_state_store: where private client states live (default: a dict;
+      `client_states.ClientStateStore` spills them to disk past a budget).
 
   Returns:
     The final state, client states, last round and the summary written.
@@ -107,11 +110,12 @@ def run_training(
       else None
   )
   start_round = 0
-  client_states: dict[str, Any] = {}
+  client_states = client_state_store if client_state_store is not None else {}
   state = algorithm.initialize(config.seed)
   latest = checkpoints.latest_round() if resume else None
   if latest is not None:
-    state, client_states, saved_seed = checkpoints.load(latest, state, client_template)
+    state, client_states, saved_seed = checkpoints.load(
+        latest, state, client_template, into=client_states)
     if saved_seed != config.seed:
       raise run_outputs.RunDirError(
           f'--resume: checkpoint has seed {saved_seed}, flags say {config.seed}'

@@ -27,7 +27,7 @@ import tensorflow_federated as tff
 RESUMABLE_KEYS = frozenset({
     'rounds', 'resume', 'checkpoint_every', 'progress', 'export', 'eval_every',
     'target_accuracy', 'output_dir', 'quantize', 'data_dir', 'stop_at_target',
-    'export_clients', 'run_name',
+    'export_clients', 'run_name', 'client_state_memory_mb',
 })
 
 

@@ -77,6 +77,7 @@ flags.DEFINE_string('gkt_mode', _D.gkt_mode, 'fedgkt: sync (server trains after 
 flags.DEFINE_string('gkt_optimizer', _D.gkt_optimizer, 'fedgkt: optimizer of edge and server models: sgd (plain) | adam (FedGKT released code; each client and the server keep their moments across rounds).')
 flags.DEFINE_float('gkt_memory_budget_mb', _D.gkt_memory_budget_mb, 'fedgkt: feature maps held in RAM per round up to this many MB; above, they are spilled to TFRecord files in the run folder.')
 flags.DEFINE_integer('gkt_server_batch_size', _D.gkt_server_batch_size, 'fedgkt: server minibatch size (0 = --batch_size, or 64 if inf).')
+flags.DEFINE_float('client_state_memory_mb', _D.client_state_memory_mb, 'fedper/fedgkt: RAM for private client states; least recently used ones past it are kept on disk in the run folder.')
 flags.DEFINE_bool('progress', None, 'Force the progress bar on/off (default: on when stderr is a terminal).')
 
 USER_ERRORS = (ValueError, FileNotFoundError)

@@ -146,3 +146,13 @@ def test_unknown_export_client_is_a_config_error(tmp_path):
   with pytest.raises(experiment.ConfigError, match='--export_clients'):
     experiment.run_experiment(fedper_cfg(tmp_path, export=True, export_clients='nobody'),
                               show_progress=False, log=lambda *a: None)
+
+
+def test_spilling_client_states_to_disk_changes_nothing(tmp_path):
+  quiet = dict(show_progress=False, log=lambda *a: None)
+  in_ram = experiment.run_experiment(fedper_cfg(tmp_path / 'ram', rounds=3), **quiet)
+  # ~1 KiB budget: only about one client's head (16*10 + 10 floats) stays in RAM.
+  spilled = experiment.run_experiment(
+      fedper_cfg(tmp_path / 'disk', rounds=3, client_state_memory_mb=0.001), **quiet)
+  assert spilled.training.client_states.spilled
+  assert read_rows(in_ram.run_dir) == read_rows(spilled.run_dir)
