@@ -39,6 +39,10 @@ from tff_programs import run_outputs
 from tff_programs import runtime
 from tff_programs import sampling
 from tff_programs.algorithms import base
+from tff_programs.algorithms import fedgkt
+
+
+_GKT = fedgkt.FedGKTConfig()
 
 
 class ConfigError(ValueError):
@@ -87,16 +91,17 @@ class ExperimentConfig:
   personalized_eval: bool = True
   client_state_memory_mb: float = 1024.0
   export_clients: str = 'all'
-  gkt_temperature: float = 3.0
-  gkt_alpha: float = 1.0
-  gkt_server_epochs: int = 1
-  gkt_server_learning_rate: float = 0.01
-  gkt_server_depth: int = 55
-  gkt_block: str = 'bottleneck'
-  gkt_kd: str = 'both'
-  gkt_mode: str = 'sync'
-  gkt_optimizer: str = 'sgd'
-  gkt_memory_budget_mb: float = 1024.0
+  # FedGKT: defaults are FedGKTConfig's (one source of truth).
+  gkt_temperature: float = _GKT.temperature
+  gkt_alpha: float = _GKT.alpha
+  gkt_server_epochs: int = _GKT.server_epochs
+  gkt_server_learning_rate: float = _GKT.server_learning_rate
+  gkt_server_depth: int = _GKT.server_depth
+  gkt_block: str = _GKT.block
+  gkt_kd: str = _GKT.kd_mode
+  gkt_mode: str = _GKT.mode
+  gkt_optimizer: str = _GKT.optimizer
+  gkt_memory_budget_mb: float = _GKT.memory_budget_mb
   gkt_server_batch_size: int = 0
 
   @property
