@@ -315,9 +315,12 @@ def make_evaluate_fn(
     return result
 
   def client_state(cid: str, client_states: Mapping[str, Any]) -> Any:
-    if cid in client_states:
-      return client_states[cid]
-    return algorithm.initial_client_state(cid, cfg.seed)
+    if cid not in client_states:
+      # A client not sampled yet evaluates with its initial state; keep it in
+      # the (bounded, spilling) store so later evaluations do not rebuild it.
+      # Deterministic, so checkpoints and resumed runs are unaffected.
+      client_states[cid] = algorithm.initial_client_state(cid, cfg.seed)
+    return client_states[cid]
 
   return evaluate, evaluator
 
