@@ -113,3 +113,59 @@ def require_data_dir(data_dir: Optional[str], dataset: str) -> str:
     )
   return os.path.expanduser(data_dir)
 
+
+
+def subsample(
+    data: ArrayDataset,
+    *,
+    max_train: int = 0,
+    max_test: int = 0,
+    seed: int = 0,
+) -> ArrayDataset:
+  """A seeded uniform random subset of the train and/or test examples.
+
+  For quick experiments on a laptop-sized machine (e.g. FedGKT's ResNets on a
+  few thousand MNIST images): the same (data, sizes, seed) always gives the
+  same subset, examples keep their original relative order, and natural groups
+  are subset along with them. The two splits use independent draws, so
+  changing `max_test` never changes the training subset.
+
+  Args:
+    data: The full dataset.
+    max_train: Keep at most this many training examples (0 = all).
+    max_test: Keep at most this many test examples (0 = all).
+    seed: Seed of the draw.
+
+  Returns:
+    `data` itself when nothing is cut, else a new `ArrayDataset`.
+
+  Raises:
+    DatasetError: a negative size.
+  """
+  for name, value in (('max_train', max_train), ('max_test', max_test)):
+    if value < 0:
+      raise DatasetError(f'{name}={value}: must be >= 0 (0 = all examples)')
+
+  def keep(n: int, limit: int, stream: int) -> Optional[np.ndarray]:
+    if limit == 0 or limit >= n:
+      return None
+    rng = np.random.default_rng([seed, stream])
+    return np.sort(rng.choice(n, size=limit, replace=False))
+
+  train_idx = keep(len(data.y_train), max_train, 0)
+  test_idx = keep(len(data.y_test), max_test, 1)
+  if train_idx is None and test_idx is None:
+    return data
+
+  def take(arr: Optional[np.ndarray], idx: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    return arr if arr is None or idx is None else arr[idx]
+
+  return dataclasses.replace(
+      data,
+      x_train=take(data.x_train, train_idx),
+      y_train=take(data.y_train, train_idx),
+      train_groups=take(data.train_groups, train_idx),
+      x_test=take(data.x_test, test_idx),
+      y_test=take(data.y_test, test_idx),
+      test_groups=take(data.test_groups, test_idx),
+  )

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from compression import registry as aggregator_registry
+from datasets import base as dataset_base
 from datasets import federated as federated_lib
 from datasets import partition as partition_lib
 from datasets import preprocessing as preprocessing_lib
@@ -57,6 +58,8 @@ class ExperimentConfig:
   aggregator: str = 'mean'
   dataset: str = 'digits'
   data_dir: Optional[str] = None
+  max_train_examples: int = 0
+  max_test_examples: int = 0
   model: str = 'mnist_cnn'
   partition: str = 'shards'
   num_clients: int = 20
@@ -163,6 +166,10 @@ def validate(cfg: ExperimentConfig) -> None:
     value = getattr(cfg, flag)
     if not isinstance(value, (int, np.integer)) or value < 1:
       raise ConfigError(f'--{flag}={value}: must be an integer >= 1')
+  for flag in ('max_train_examples', 'max_test_examples'):
+    value = getattr(cfg, flag)
+    if not isinstance(value, (int, np.integer)) or value < 0:
+      raise ConfigError(f'--{flag}={value}: must be an integer >= 0 (0 = all examples)')
   cfg.batch  # pylint: disable=pointless-statement  (validates B)
   for flag in ('client_learning_rate', 'server_learning_rate', 'learning_rate_decay'):
     value = getattr(cfg, flag)
@@ -233,6 +240,9 @@ def _partition_options(cfg: ExperimentConfig) -> dict[str, Any]:
 def load_federated_data(cfg: ExperimentConfig) -> federated_lib.FederatedData:
   """Loads `cfg.dataset` and partitions it over `cfg.num_clients` clients."""
   data = dataset_registry.load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
+  data = dataset_base.subsample(
+      data, max_train=cfg.max_train_examples, max_test=cfg.max_test_examples, seed=cfg.seed
+  )
   if cfg.partition != 'natural' and len(data.y_train) < cfg.num_clients:
     raise ConfigError(
         f'--num_clients={cfg.num_clients}: {cfg.dataset} has only '

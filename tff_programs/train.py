@@ -33,6 +33,8 @@ flags.DEFINE_string('algorithm', _D.algorithm, 'Federated algorithm: fedavg | fe
 flags.DEFINE_string('aggregator', _D.aggregator, 'Model-update aggregator: mean (TFF weighted mean) | quantized (uniform b-bit quantization of uploads). With --algorithm=rpn: what aggregates the pooled residuals (quantized = RPN + 8-bit).')
 flags.DEFINE_string('dataset', _D.dataset, 'digits (scikit-learn, embedded) | mnist | cifar10 | cifar100 | emnist | synthetic.')
 flags.DEFINE_string('data_dir', _D.data_dir, 'Folder with the dataset files (mnist: the 4 IDX .gz files or mnist.npz; cifar: the python batches or tarball; emnist: TFF cache).')
+flags.DEFINE_integer('max_train_examples', _D.max_train_examples, 'Use a seeded random subset of at most this many training examples, before partitioning (0 = all); for quick runs of large models on a small machine.')
+flags.DEFINE_integer('max_test_examples', _D.max_test_examples, 'Evaluate on a seeded random subset of at most this many test examples (0 = all).')
 flags.DEFINE_string('model', _D.model, 'Model name from models/registry.py (mnist_2nn, mnist_cnn, keras_mnist_cnn, cifar_cnn, ...).')
 flags.DEFINE_string('partition', _D.partition, 'iid | shards (pathological non-IID) | k_class | dirichlet | natural.')
 flags.DEFINE_integer('num_clients', _D.num_clients, 'K, the number of clients.')

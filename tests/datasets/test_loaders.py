@@ -414,3 +414,51 @@ def test_array_dataset_checks_lengths():
         'bad', np.zeros((3, 2)), np.zeros(2), np.zeros((1, 2)), np.zeros(1), 2
     )
   assert 'x_train has 3 examples but y_train has 2' in one_line(err)
+
+
+def _numbered(n_train: int, n_test: int, groups: bool = False) -> base.ArrayDataset:
+  """x[i] = i (as a 1x1 'image'), y[i] = i % 3, optional groups i // 2."""
+  def split(n):
+    return np.arange(n, dtype=np.float32).reshape(n, 1, 1, 1), np.arange(n) % 3
+  x_tr, y_tr = split(n_train)
+  x_te, y_te = split(n_test)
+  return base.ArrayDataset(
+      'numbered', x_tr, y_tr, x_te, y_te, num_classes=3,
+      train_groups=np.arange(n_train) // 2 if groups else None,
+      test_groups=np.arange(n_test) // 2 if groups else None)
+
+
+def test_subsample_sizes_order_and_alignment():
+  data = _numbered(100, 40, groups=True)
+  small = base.subsample(data, max_train=10, max_test=5, seed=7)
+  ids = small.x_train.reshape(-1).astype(int)
+  assert len(ids) == 10 and len(set(ids)) == 10
+  assert list(ids) == sorted(ids)  # original relative order kept
+  # Labels and groups follow their examples: y = i % 3, group = i // 2.
+  np.testing.assert_array_equal(small.y_train, ids % 3)
+  np.testing.assert_array_equal(small.train_groups, ids // 2)
+  test_ids = small.x_test.reshape(-1).astype(int)
+  assert len(test_ids) == 5
+  np.testing.assert_array_equal(small.y_test, test_ids % 3)
+  np.testing.assert_array_equal(small.test_groups, test_ids // 2)
+
+
+def test_subsample_is_seeded_and_splits_draw_independently():
+  data = _numbered(100, 40)
+  a = base.subsample(data, max_train=10, max_test=5, seed=1)
+  b = base.subsample(data, max_train=10, max_test=5, seed=1)
+  c = base.subsample(data, max_train=10, max_test=5, seed=2)
+  np.testing.assert_array_equal(a.x_train, b.x_train)
+  assert not np.array_equal(a.x_train, c.x_train)
+  # Changing (or not cutting) the test split leaves the training subset as is.
+  d = base.subsample(data, max_train=10, max_test=0, seed=1)
+  np.testing.assert_array_equal(a.x_train, d.x_train)
+  assert len(d.y_test) == 40
+
+
+def test_subsample_no_cut_returns_the_same_object_and_rejects_negatives():
+  data = _numbered(10, 4)
+  assert base.subsample(data) is data
+  assert base.subsample(data, max_train=10, max_test=99) is data
+  with pytest.raises(base.DatasetError, match=r'^max_test=-1: must be >= 0'):
+    base.subsample(data, max_test=-1)
