@@ -17,6 +17,7 @@ from compression import rpn_aggregator
 from datasets import preprocessing
 from tff_programs.algorithms import base
 from tff_programs.algorithms import fedavg
+from tff_programs.algorithms import fedavg_stats
 from tff_programs.algorithms import fedgkt
 from tff_programs.algorithms import fedper
 
@@ -29,6 +30,20 @@ def _fedavg_config(cfg: Any) -> fedavg.FedAvgConfig:
       client_weighting=cfg.client_weighting,
       client_momentum=cfg.client_momentum,
   )
+
+
+def _build_fedavg(task: base.Task, cfg: Any, aggregator: Optional[Any]) -> base.FederatedAlgorithm:
+  """TFF's FedAvg, or FedAvg with statistics averaging for models with batch norm
+  (TFF's would leave their moving statistics at the initial values)."""
+  if not fedavg_stats.has_statistics(task.model_builder()):
+    return fedavg.build_fedavg(task, _fedavg_config(cfg), aggregator=aggregator)
+  fedavg_stats.check_supported(client_momentum=cfg.client_momentum,
+                               server_learning_rate=cfg.server_learning_rate,
+                               client_weighting=cfg.client_weighting)
+  return fedavg_stats.FedAvgWithStatistics(
+      task, client_learning_rate=cfg.client_learning_rate,
+      learning_rate_decay=cfg.learning_rate_decay, local_epochs=cfg.local_epochs,
+      aggregator=aggregator)
 
 
 def _build_rpn(task: base.Task, cfg: Any, inner: Optional[Any]) -> base.FederatedAlgorithm:
@@ -81,7 +96,7 @@ def _build_fedgkt(task: base.Task, cfg: Any, aggregator: Optional[Any]) -> base.
 AlgorithmBuilder = Callable[[base.Task, Any, Optional[Any]], base.FederatedAlgorithm]
 
 ALGORITHMS: dict[str, AlgorithmBuilder] = {
-    'fedavg': lambda task, cfg, agg: fedavg.build_fedavg(task, _fedavg_config(cfg), aggregator=agg),
+    'fedavg': _build_fedavg,
     'fedsgd': lambda task, cfg, agg: fedavg.build_fedsgd(task, _fedavg_config(cfg), aggregator=agg),
     'rpn': _build_rpn,
     'fedper': _build_fedper,

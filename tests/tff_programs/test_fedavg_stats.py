@@ -1,0 +1,90 @@
+"""FedAvg with batch-norm statistics averaging (tff_programs/algorithms/fedavg_stats.py)."""
+
+import collections
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_programs import algorithms
+from tff_programs.algorithms import base
+from tff_programs.algorithms import fedavg
+from tff_programs.algorithms import fedavg_stats
+
+SPEC = collections.OrderedDict(x=tf.TensorSpec([None, 2], tf.float32), y=tf.TensorSpec([None], tf.int64))
+DATA = {
+    'a': (np.array([[1., 0.], [0., 2.]], np.float32), np.array([0, 1], np.int64)),
+    'b': (np.array([[1., 1.], [2., 0.], [0., 1.]], np.float32), np.array([0, 0, 1], np.int64)),
+}
+LR = 0.5
+BN_MOMENTUM = 0.9
+
+
+def bn_net():
+  inputs = tf.keras.Input([2])
+  h = tf.keras.layers.Dense(2, name='fc1')(inputs)
+  h = tf.keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name='bn')(h)
+  return tf.keras.Model(inputs, tf.keras.layers.Dense(2, name='logits')(h))
+
+
+TASK = base.Task(bn_net, SPEC, 2)
+
+
+def dataset(cid):
+  x, y = DATA[cid]
+  return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y)).batch(100)
+
+
+def flags(**overrides):
+  return types.SimpleNamespace(**{**dict(
+      client_learning_rate=LR, server_learning_rate=1.0, learning_rate_decay=1.0,
+      client_weighting='num_examples', client_momentum=0.0, local_epochs=1), **overrides})
+
+
+def test_statistics_are_example_weighted_averages_and_trainables_match_tff(tff_context):
+  ours = algorithms.ALGORITHMS['fedavg'](TASK, flags(), None)
+  assert isinstance(ours, fedavg_stats.FedAvgWithStatistics) and not ours.uses_client_states
+  tff_avg = fedavg.build_fedavg(TASK, fedavg.FedAvgConfig(client_learning_rate=LR))
+  s_ours, s_tff = ours.initialize(3), tff_avg.initialize(3)
+  w_init = ours.model_weights(s_ours)  # Keras order: W1, b1, gamma, beta, mean, var, W2, b2
+  out = ours.next(s_ours, 1, ['a', 'b'], [dataset('a'), dataset('b')], {})
+  assert out.client_states == {}
+  s_tff = tff_avg.next(s_tff, 1, ['a', 'b'], [dataset('a'), dataset('b')], {}).state
+  got, tff_weights = ours.model_weights(out.state), tff_avg.model_weights(s_tff)
+  # By hand: one full-batch step per client; BN moves its statistics from
+  # (0, 1) towards the batch moments of h = x W1 + b1 at the initial weights.
+  mean = np.zeros(2)
+  var = np.zeros(2)
+  for cid, n in (('a', 2), ('b', 3)):
+    h = DATA[cid][0] @ w_init[0] + w_init[1]
+    mean += n / 5 * (1 - BN_MOMENTUM) * h.mean(0)
+    var += n / 5 * (BN_MOMENTUM * 1.0 + (1 - BN_MOMENTUM) * h.var(0))
+  np.testing.assert_allclose(got[4], mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got[5], var, rtol=1e-5, atol=1e-6)
+  # TFF's FedAvg trains the same trainable weights but freezes the statistics.
+  for i in (0, 1, 2, 3, 6, 7):
+    np.testing.assert_allclose(got[i], tff_weights[i], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(tff_weights[4], np.zeros(2))
+  np.testing.assert_array_equal(tff_weights[5], np.ones(2))
+  # Upload = every trainable value plus the 4 statistics values.
+  assert out.metrics['upload_params_per_client'] == 2 * 2 + 2 + 2 + 2 + 2 + 2 + 2 * 2 + 2
+
+
+def test_models_without_statistics_keep_tffs_fedavg():
+  def plain():
+    inputs = tf.keras.Input([2])
+    return tf.keras.Model(inputs, tf.keras.layers.Dense(2)(inputs))
+  algorithm = algorithms.ALGORITHMS['fedavg'](base.Task(plain, SPEC, 2), flags(), None)
+  assert isinstance(algorithm, fedavg.LearningProcessAlgorithm)
+
+
+@pytest.mark.parametrize('override,message', [
+    (dict(client_momentum=0.9), '--client_momentum=0.9: models with batch-norm statistics'),
+    (dict(server_learning_rate=2.0), '--server_learning_rate=2.0: models with batch-norm'),
+    (dict(client_weighting='uniform'), "--client_weighting='uniform': models with batch-norm"),
+])
+def test_unsupported_settings_are_one_line_errors(override, message):
+  with pytest.raises(fedavg_stats.StatisticsError) as err:
+    algorithms.ALGORITHMS['fedavg'](TASK, flags(**override), None)
+  assert str(err.value).startswith(message) and '\n' not in str(err.value)
