@@ -39,13 +39,19 @@ def dataset(cid):
 def flags(**overrides):
   return types.SimpleNamespace(**{**dict(
       client_learning_rate=LR, server_learning_rate=1.0, learning_rate_decay=1.0,
-      client_weighting='num_examples', client_momentum=0.0, local_epochs=1), **overrides})
+      client_weighting='num_examples', client_momentum=0.0, local_epochs=1,
+      rpn_threshold=0.0, rpn_weighting='uniform'), **overrides})
 
 
-def test_statistics_are_example_weighted_averages_and_trainables_match_tff(tff_context):
-  ours = algorithms.ALGORITHMS['fedavg'](TASK, flags(), None)
+@pytest.mark.parametrize('weighting,gamma', [
+    ('num_examples', {'a': 2 / 5, 'b': 3 / 5}),
+    ('uniform', {'a': 1 / 2, 'b': 1 / 2}),
+])
+def test_statistics_are_weighted_averages_and_trainables_match_tff(tff_context, weighting, gamma):
+  ours = algorithms.ALGORITHMS['fedavg'](TASK, flags(client_weighting=weighting), None)
   assert isinstance(ours, fedavg_stats.FedAvgWithStatistics) and not ours.uses_client_states
-  tff_avg = fedavg.build_fedavg(TASK, fedavg.FedAvgConfig(client_learning_rate=LR))
+  tff_avg = fedavg.build_fedavg(TASK, fedavg.FedAvgConfig(client_learning_rate=LR,
+                                                          client_weighting=weighting))
   s_ours, s_tff = ours.initialize(3), tff_avg.initialize(3)
   w_init = ours.model_weights(s_ours)  # Keras order: W1, b1, gamma, beta, mean, var, W2, b2
   out = ours.next(s_ours, 1, ['a', 'b'], [dataset('a'), dataset('b')], {})
@@ -56,10 +62,10 @@ def test_statistics_are_example_weighted_averages_and_trainables_match_tff(tff_c
   # (0, 1) towards the batch moments of h = x W1 + b1 at the initial weights.
   mean = np.zeros(2)
   var = np.zeros(2)
-  for cid, n in (('a', 2), ('b', 3)):
+  for cid, g in gamma.items():
     h = DATA[cid][0] @ w_init[0] + w_init[1]
-    mean += n / 5 * (1 - BN_MOMENTUM) * h.mean(0)
-    var += n / 5 * (BN_MOMENTUM * 1.0 + (1 - BN_MOMENTUM) * h.var(0))
+    mean += g * (1 - BN_MOMENTUM) * h.mean(0)
+    var += g * (BN_MOMENTUM * 1.0 + (1 - BN_MOMENTUM) * h.var(0))
   np.testing.assert_allclose(got[4], mean, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got[5], var, rtol=1e-5, atol=1e-6)
   # TFF's FedAvg trains the same trainable weights but freezes the statistics.
@@ -82,9 +88,17 @@ def test_models_without_statistics_keep_tffs_fedavg():
 @pytest.mark.parametrize('override,message', [
     (dict(client_momentum=0.9), '--client_momentum=0.9: models with batch-norm statistics'),
     (dict(server_learning_rate=2.0), '--server_learning_rate=2.0: models with batch-norm'),
-    (dict(client_weighting='uniform'), "--client_weighting='uniform': models with batch-norm"),
 ])
 def test_unsupported_settings_are_one_line_errors(override, message):
   with pytest.raises(fedavg_stats.StatisticsError) as err:
     algorithms.ALGORITHMS['fedavg'](TASK, flags(**override), None)
   assert str(err.value).startswith(message) and '\n' not in str(err.value)
+
+
+def test_rpn_on_a_batch_norm_model_averages_statistics_too(tff_context):
+  algorithm = algorithms.ALGORITHMS['rpn'](TASK, flags(), None)
+  assert isinstance(algorithm, fedavg_stats.FedAvgWithStatistics) and algorithm.name == 'rpn'
+  state = algorithm.initialize(0)
+  out = algorithm.next(state, 1, ['a', 'b'], [dataset('a'), dataset('b')], {})
+  moving_mean = algorithm.model_weights(out.state)[4]
+  assert np.all(moving_mean != 0.0)  # statistics left their initial zeros

@@ -37,13 +37,17 @@ def _build_fedavg(task: base.Task, cfg: Any, aggregator: Optional[Any]) -> base.
   (TFF's would leave their moving statistics at the initial values)."""
   if not fedavg_stats.has_statistics(task.model_builder()):
     return fedavg.build_fedavg(task, _fedavg_config(cfg), aggregator=aggregator)
+  return _fedavg_with_statistics(task, cfg, aggregator, 'fedavg', cfg.client_weighting)
+
+
+def _fedavg_with_statistics(task: base.Task, cfg: Any, aggregator: Optional[Any], name: str,
+                            weighting: str) -> base.FederatedAlgorithm:
   fedavg_stats.check_supported(client_momentum=cfg.client_momentum,
-                               server_learning_rate=cfg.server_learning_rate,
-                               client_weighting=cfg.client_weighting)
+                               server_learning_rate=cfg.server_learning_rate)
   return fedavg_stats.FedAvgWithStatistics(
-      task, client_learning_rate=cfg.client_learning_rate,
+      task, name=name, client_learning_rate=cfg.client_learning_rate,
       learning_rate_decay=cfg.learning_rate_decay, local_epochs=cfg.local_epochs,
-      aggregator=aggregator)
+      client_weighting=weighting, aggregator=aggregator)
 
 
 def _build_rpn(task: base.Task, cfg: Any, inner: Optional[Any]) -> base.FederatedAlgorithm:
@@ -51,6 +55,8 @@ def _build_rpn(task: base.Task, cfg: Any, inner: Optional[Any]) -> base.Federate
   template = task.model_builder()
   aggregator = rpn_aggregator.RPNFactory(
       inner, threshold=cfg.rpn_threshold, kinds=rpn.kinds_from_keras(template))
+  if fedavg_stats.has_statistics(template):
+    return _fedavg_with_statistics(task, cfg, aggregator, 'rpn', cfg.rpn_weighting)
   config = dataclasses.replace(_fedavg_config(cfg), client_weighting=cfg.rpn_weighting)
   algorithm = fedavg.build_fedavg(task, config, aggregator=aggregator)
   algorithm.name = 'rpn'
@@ -64,6 +70,7 @@ def _build_fedper(task: base.Task, cfg: Any, aggregator: Optional[Any]) -> base.
       learning_rate_decay=cfg.learning_rate_decay,
       local_epochs=cfg.local_epochs,
       finetune_personal=cfg.fedper_finetune,
+      client_weighting=cfg.client_weighting,
   )
   return fedper.FedPerAlgorithm(task, config, aggregator=aggregator)
 

@@ -9,18 +9,19 @@ FedGKT paper's FedAvg baseline average every entry of the model state.
 
 This algorithm is FedAvg with that fix: each client trains (plain SGD, E
 epochs, batch B) from the global model and uploads its trainable delta, which
-goes through the model aggregator (weighted mean by default), and its new
-batch-norm statistics, which are averaged with the same n_k weights. It is the
+goes through the model aggregator (weighted mean by default; RPN for
+`--algorithm=rpn`), and its new batch-norm statistics, which are averaged with
+the same weights (n_k, or uniform). It is the
 FedPer process with no personalization layers (K_P = 0), whose equality with
 TFF's FedAvg on models without statistics is tested:
 
   next: (<server_state@SERVER, {<x, y>*}@CLIENTS, <>@CLIENTS>
          -> <server_state@SERVER, <>@CLIENTS, metrics@SERVER>)
 
-`--algorithm=fedavg` selects it automatically for models with non-trainable
-weights. It supports what that process does: plain client SGD (no momentum),
-server learning rate 1 and n_k weighting; other settings are refused in one
-line rather than silently changed.
+`--algorithm=fedavg` and `--algorithm=rpn` select it automatically for models
+with non-trainable weights. It supports what that process does: plain client
+SGD (no momentum) and server learning rate 1; other settings are refused in
+one line rather than silently changed.
 """
 
 from __future__ import annotations
@@ -39,16 +40,13 @@ class StatisticsError(ValueError):
   """A one-line error: a FedAvg setting this algorithm cannot honour."""
 
 
-def check_supported(*, client_momentum: float, server_learning_rate: float,
-                    client_weighting: str) -> None:
+def check_supported(*, client_momentum: float, server_learning_rate: float) -> None:
   """Raises StatisticsError (flag, value, why) for settings it does not implement."""
   why = 'models with batch-norm statistics use FedAvg with statistics averaging, which supports'
   if client_momentum != 0.0:
     raise StatisticsError(f'--client_momentum={client_momentum}: {why} plain client SGD only (0)')
   if server_learning_rate != 1.0:
     raise StatisticsError(f'--server_learning_rate={server_learning_rate}: {why} only 1.0')
-  if client_weighting != 'num_examples':
-    raise StatisticsError(f'--client_weighting={client_weighting!r}: {why} only num_examples')
 
 
 def has_statistics(model: tf.keras.Model) -> bool:
@@ -64,11 +62,13 @@ class FedAvgWithStatistics(fedper.FedPerAlgorithm):
 
   def __init__(self, task: base.Task, *, client_learning_rate: float,
                learning_rate_decay: float, local_epochs: int,
+               client_weighting: str = 'num_examples', name: str = 'fedavg',
                aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None):
     config = fedper.FedPerConfig(personal_blocks=0, client_learning_rate=client_learning_rate,
                                  learning_rate_decay=learning_rate_decay,
-                                 local_epochs=local_epochs)
+                                 local_epochs=local_epochs, client_weighting=client_weighting)
     super().__init__(task, config, aggregator=aggregator)
+    self.name = name
     _, self._no_personal = self._weights_of(self._template)
 
   def next(self, state: Any, round_num: int, client_ids: Sequence[str],

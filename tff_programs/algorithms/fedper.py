@@ -49,6 +49,8 @@ class FedPerConfig:
     local_epochs: E (the dataset passed in holds E epochs; used to find the
       first epoch for the fine-tuning variant).
     finetune_personal: the appendix A.3 variant (one head-only epoch first).
+    client_weighting: 'num_examples' (gamma_j = n_j / n, the paper) or
+      'uniform' (1 / m), for the base update and the base statistics.
   """
 
   personal_blocks: int = 1
@@ -56,6 +58,11 @@ class FedPerConfig:
   learning_rate_decay: float = 1.0
   local_epochs: int = 1
   finetune_personal: bool = False
+  client_weighting: str = 'num_examples'
+
+  def __post_init__(self):
+    if self.client_weighting not in ('num_examples', 'uniform'):
+      raise ValueError(f'client_weighting={self.client_weighting!r}: allowed: num_examples, uniform')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +167,7 @@ def build_fedper_process(
       collections.OrderedDict((k, task.element_spec[k]) for k in ('x', 'y'))))
   epochs = config.local_epochs
   finetune = config.finetune_personal
+  uniform = config.client_weighting == 'uniform'
 
   @tf.function
   def client_train(model, base_weights, personal_weights, dataset, learning_rate):
@@ -180,7 +188,7 @@ def build_fedper_process(
         [tf.identity(v) for v in weights.trainable], [tf.identity(v) for v in weights.non_trainable])
     # Update in TFF's convention: initial - trained (the server subtracts it).
     delta = [a - b for a, b in zip(base_weights['trainable'], new_base['trainable'])]
-    n = tf.cast(examples, tf.float32)
+    n = tf.constant(1.0) if uniform else tf.cast(examples, tf.float32)
     return (delta, new_base['non_trainable'], new_personal, n,
             collections.OrderedDict(loss_sum=loss_sum, correct=correct, examples=examples))
 
