@@ -220,7 +220,7 @@ def _validate_gkt(cfg: ExperimentConfig) -> None:
     raise ConfigError(f'--gkt_server_learning_rate={cfg.gkt_server_learning_rate}: must be a positive number')
   if not 0 <= cfg.gkt_memory_budget_mb <= 1536:
     raise ConfigError(f'--gkt_memory_budget_mb={cfg.gkt_memory_budget_mb}: must be in [0, 1536] '
-                      '(in-memory features are serialized into one TFF call, under 2 GB)')
+                      '(features beyond 96 MiB a round spill to disk whatever the budget)')
   if not isinstance(cfg.gkt_server_batch_size, (int, np.integer)) or cfg.gkt_server_batch_size < 0:
     raise ConfigError(f'--gkt_server_batch_size={cfg.gkt_server_batch_size}: must be an integer >= 0 '
                       '(0 = --batch_size, or 64 if inf)')

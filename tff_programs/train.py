@@ -77,7 +77,7 @@ flags.DEFINE_string('gkt_block', _D.gkt_block, 'fedgkt: residual block of edge a
 flags.DEFINE_string('gkt_kd', _D.gkt_kd, 'fedgkt: knowledge distillation: both (the paper) | server_to_edge (server CE only) | none (CE on both sides).')
 flags.DEFINE_string('gkt_mode', _D.gkt_mode, 'fedgkt: sync (server trains after all sampled clients) | async (server trains on each client as it arrives).')
 flags.DEFINE_string('gkt_optimizer', _D.gkt_optimizer, 'fedgkt: optimizer of edge and server models: sgd (plain) | adam (FedGKT released code; each client and the server keep their moments across rounds).')
-flags.DEFINE_float('gkt_memory_budget_mb', _D.gkt_memory_budget_mb, 'fedgkt: feature maps held in RAM per round up to this many MB; above, they are spilled to TFRecord files in the run folder.')
+flags.DEFINE_float('gkt_memory_budget_mb', _D.gkt_memory_budget_mb, 'fedgkt: feature maps held in RAM per round up to this many MB (and at most 96 MiB, TFF\'s limit for a dataset passed into a call); above, they are spilled to TFRecord files in the run folder.')
 flags.DEFINE_integer('gkt_server_batch_size', _D.gkt_server_batch_size, 'fedgkt: server minibatch size (0 = --batch_size, or 64 if inf).')
 flags.DEFINE_float('client_state_memory_mb', _D.client_state_memory_mb, 'fedper/fedgkt: RAM for private client states; least recently used ones past it are kept on disk in the run folder.')
 flags.DEFINE_bool('progress', None, 'Force the progress bar on/off (default: on when stderr is a terminal).')

@@ -164,6 +164,16 @@ def test_spilled_features_train_exactly_like_features_in_ram(tff_context, tmp_pa
   assert same(in_ram.metrics) == same(spilled.metrics)
 
 
+def test_rounds_beyond_tffs_dataset_limit_spill_whatever_the_budget(tff_context, monkeypatch):
+  alg = algorithm(memory_budget_mb=1024.0)
+  assert not alg.spills([5, 5])
+  # TFF refuses datasets serialized above 100 MiB; in RAM they are constants.
+  assert fedgkt.IN_CALL_LIMIT_BYTES < 100 * 2**20
+  ten = alg._feature_bytes(10)  # pylint: disable=protected-access
+  monkeypatch.setattr(fedgkt, 'IN_CALL_LIMIT_BYTES', ten - 1)
+  assert alg.spills([5, 5]) and not alg.spills([5, 4])
+
+
 def eager_client(alg, cid, client_state, mask, lr=0.1):
   """The client phase's training, eagerly, on the same batches."""
   extractor, classifier, full = tiny_edge()

@@ -65,9 +65,10 @@ training-data order.
 Feature maps are large (an MNIST image gives 28x28x16 float32 = 49 KiB), so
 clients run one at a time through the client phase. If the round's feature
 bytes (sync: all sampled clients; async: one client) fit in
-`memory_budget_mb`, they stay in RAM and reach the server as
-`tf.data.Dataset.from_tensor_slices` (serialized into the call and copied by
-the TFF worker: transiently up to ~3x the budget); otherwise each client's (H, Z_c, Y) is written, batched, to a TFRecord
+`memory_budget_mb` and TFF's limit on a dataset serialized into a call
+(`IN_CALL_LIMIT_BYTES`, 100 MiB less headroom), they stay in RAM and reach the
+server as `tf.data.Dataset.from_tensor_slices` (serialized into the call and
+copied by the TFF worker: transiently up to ~3x their size); otherwise each client's (H, Z_c, Y) is written, batched, to a TFRecord
 file under `<spill_dir>/round_*` as soon as it arrives (at most one client's
 features are in Python memory at a time) and the server reads a
 `tf.data.TFRecordDataset` over the files; the folder is deleted after the round.
@@ -114,6 +115,11 @@ BLOCKS = ('basic', 'bottleneck')
 SERVER_DEPTHS = gkt.SERVER_DEPTHS
 INFERENCE_BATCH = 256
 _FLOAT_BYTES = 4
+# TFF refuses a dataset argument whose serialized graph exceeds 100 MiB
+# (value_serialization's default); in-RAM features are graph constants, so
+# rounds holding more than this (less headroom for the graph) spill to disk
+# whatever the memory budget.
+IN_CALL_LIMIT_BYTES = 96 * 2**20
 
 EdgeBuilder = Callable[[], tuple[tf.keras.Model, tf.keras.Model, tf.keras.Model]]
 ServerBuilder = Callable[[Sequence[int]], tf.keras.Model]
@@ -686,7 +692,8 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
   def spills(self, sizes: Sequence[int]) -> bool:
     """Whether a round with these client sizes writes features to disk."""
     held = (sum(sizes) if self._config.mode == 'sync' else max(sizes, default=0))
-    return self._feature_bytes(held) > self._config.memory_budget_mb * 2**20
+    limit = min(self._config.memory_budget_mb * 2**20, IN_CALL_LIMIT_BYTES)
+    return self._feature_bytes(held) > limit
 
   def next(self, state, round_num, client_ids, client_datasets, client_states) -> base.RoundOutput:
     """One FedGKT round; `client_datasets` (generic x, y batches) are ignored:
