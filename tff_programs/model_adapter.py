@@ -9,6 +9,7 @@ masked out of both (the FedAvg paper's Shakespeare accuracy ignores padding).
 from __future__ import annotations
 
 import collections
+import warnings
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -69,19 +70,30 @@ def tff_model_fn(
     element_spec: Any,
     *,
     ignore_label: Optional[int] = None,
+    averages_statistics: bool = False,
 ) -> Callable[[], tff.learning.models.VariableModel]:
   """A no-arg function building a `tff.learning` model from `model_builder`.
 
   Batches are `OrderedDict(x=..., y=...)`; `element_spec` is their spec.
+  `averages_statistics`: the caller's process aggregates non-trainable weights
+  (FedPer, FedAvg with statistics), so TFF's warning that batch-norm
+  statistics "won't be updated" does not apply and is silenced.
   """
 
-  def model_fn() -> tff.learning.models.VariableModel:
+  def build() -> tff.learning.models.VariableModel:
     return tff.learning.models.from_keras_model(
         model_builder(),
         loss=loss_fn(ignore_label),
         input_spec=collections.OrderedDict(x=element_spec['x'], y=element_spec['y']),
         metrics=metrics_fn(ignore_label),
     )
+
+  def model_fn() -> tff.learning.models.VariableModel:
+    if not averages_statistics:
+      return build()
+    with warnings.catch_warnings():
+      warnings.filterwarnings('ignore', message='Batch Normalization contains non-trainable')
+      return build()
 
   return model_fn
 

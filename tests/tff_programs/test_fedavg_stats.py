@@ -2,6 +2,7 @@
 
 import collections
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -102,3 +103,13 @@ def test_rpn_on_a_batch_norm_model_averages_statistics_too(tff_context):
   out = algorithm.next(state, 1, ['a', 'b'], [dataset('a'), dataset('b')], {})
   moving_mean = algorithm.model_weights(out.state)[4]
   assert np.all(moving_mean != 0.0)  # statistics left their initial zeros
+
+
+def test_tffs_frozen_statistics_warning_is_silenced_only_where_they_are_averaged(tff_context):
+  def bn_warnings(build):
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter('always')
+      build()
+    return [w for w in caught if 'Batch Normalization contains' in str(w.message)]
+  assert not bn_warnings(lambda: algorithms.ALGORITHMS['fedavg'](TASK, flags(), None))
+  assert bn_warnings(lambda: fedavg.build_fedavg(TASK, fedavg.FedAvgConfig()))

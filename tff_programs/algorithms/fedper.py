@@ -153,7 +153,8 @@ def build_fedper_process(
 ) -> tff.templates.IterativeProcess:
   """The FedPer `IterativeProcess` (type signature in the module docstring)."""
   model_fn = model_adapter.tff_model_fn(task.model_builder, task.element_spec,
-                                        ignore_label=task.ignore_label)
+                                        ignore_label=task.ignore_label,
+                                        averages_statistics=True)
   template = task.model_builder()
   trainable_specs = [tf.TensorSpec(v.shape, v.dtype) for v in template.trainable_weights]
   non_trainable_specs = [tf.TensorSpec(v.shape, v.dtype) for v in template.non_trainable_weights]
