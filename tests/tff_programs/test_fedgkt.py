@@ -129,9 +129,10 @@ def test_one_round_returns_server_logits_and_counts_communication(tff_context):
   assert m['upload_params_per_client'] == 12 * (32 + 3 + 1) / 2
   assert m['upload_bytes'] == 12 * ((32 + 3) * 4 + 8)
   assert m['download_params'] == 12 * 3 / 2 and m['download_bytes'] == 12 * 3 * 4
-  # FedAvg on stem + server: trainable 2+2 conv, 2+2 BN, 96+3 dense = 107; + 4 BN stats.
-  assert (m['fedavg_upload_params_per_client'], m['fedavg_download_params']) == (107, 111)
-  assert (m['fedavg_upload_bytes'], m['fedavg_download_bytes']) == (2 * 107 * 4, 2 * 111 * 4)
+  # FedAvg on stem + server: trainable 2+2 conv, 2+2 BN, 96+3 dense = 107; + 4 BN
+  # stats, which FedAvg averages too (both directions).
+  assert (m['fedavg_upload_params_per_client'], m['fedavg_download_params']) == (111, 111)
+  assert (m['fedavg_upload_bytes'], m['fedavg_download_bytes']) == (2 * 111 * 4, 2 * 111 * 4)
   # Split learning: H + Y up, dL/dH down, every example, E_c = 2 times.
   assert m['split_upload_bytes'] == 2 * 12 * (32 * 4 + 8)
   assert m['split_download_bytes'] == 2 * 12 * 32 * 4

@@ -81,7 +81,8 @@ Communication per round (metrics row): upload = H (h*w*c float32) + Z_c
 (C float32, only when the server distills: kd_mode='both') + Y (labels, their
 dtype's bytes) per example; download = Z_s (C float32 per example, only when
 clients distill). `fedavg_*` keys: FedAvg on the full model f_s(f_e(x))
-(ResNet-56/110; upload trainable weights, download all weights, per client).
+(ResNet-56/110) as FedSuite runs it: all weights, batch-norm statistics
+included, up and down, per client (`fedavg_stats`).
 `split_*` keys: split learning at the same cut, per local epoch: H + Y up and
 dL/dH down for every example, E_c times (model hand-over between clients not
 counted).
@@ -814,8 +815,8 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
         upload_bytes=n * (up_floats * _FLOAT_BYTES + label),
         download_params=n * down_floats / max(m, 1),
         download_bytes=n * down_floats * _FLOAT_BYTES,
-        fedavg_upload_params_per_client=self.full_trainable_params,
-        fedavg_upload_bytes=m * self.full_trainable_params * _FLOAT_BYTES,
+        fedavg_upload_params_per_client=self.full_params,
+        fedavg_upload_bytes=m * self.full_params * _FLOAT_BYTES,
         fedavg_download_params=self.full_params,
         fedavg_download_bytes=m * self.full_params * _FLOAT_BYTES,
         split_upload_bytes=epochs * n * (f * _FLOAT_BYTES + label),
