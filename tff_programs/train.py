@@ -121,8 +121,21 @@ def main(argv):
     r = result.export_report
     print(f"tflite: {r['tflite_path']} accuracy {r['tflite_accuracy']:.4f} "
           f"(keras {r['keras_accuracy']:.4f})")
-  print(f'outputs: {result.run_dir}/ (metrics.csv, summary.json, tensorboard/, checkpoints/, model.keras, model.tflite)')
+  print(f'outputs: {result.run_dir}/ ({", ".join(listed_outputs(result.run_dir))})')
   return 0
+
+
+FIXED_OUTPUTS = ('metrics.csv', 'summary.json', 'tensorboard/', 'checkpoints/')
+
+
+def listed_outputs(run_dir: str) -> list[str]:
+  """The outputs this run actually wrote: the fixed ones, then exported models
+  (none with --export=false; one per client for FedPer/FedGKT, then counted)."""
+  names = [n for n in FIXED_OUTPUTS if os.path.exists(os.path.join(run_dir, n.rstrip('/')))]
+  for ext in ('.keras', '.tflite'):
+    found = sorted(f for f in os.listdir(run_dir) if f.endswith(ext))
+    names += found if len(found) <= 2 else [f'{len(found)} {ext} files']
+  return names
 
 
 def run() -> None:

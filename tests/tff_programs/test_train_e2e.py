@@ -65,7 +65,7 @@ def finished_run(tmp_path_factory):
 def test_smoke_writes_every_output(finished_run):
   run_dir, code, stdout, stderr = finished_run
   assert code == 0, stderr[-3000:]
-  assert f'outputs: {run_dir}' in stdout
+  assert f'outputs: {run_dir}/ (metrics.csv, summary.json, tensorboard/, checkpoints/, model.keras, model.tflite)' in stdout
   for name in ('config.json', 'metrics.csv', 'summary.json', 'label_histogram.csv',
                'model.keras', 'model.tflite', 'export_model.json', 'tff_worker.log'):
     assert (run_dir / name).exists(), name
@@ -158,3 +158,15 @@ def test_missing_data_file_is_one_line_error_and_no_worker(tmp_path):
   assert code == 2
   last = stderr.strip().splitlines()[-1]
   assert last.startswith('train: error:') and 'train-images-idx3-ubyte.gz' in last
+
+
+def test_outputs_line_lists_only_what_the_run_wrote(tmp_path):
+  from tff_programs import train as train_cli
+  for name in ('metrics.csv', 'summary.json'):
+    (tmp_path / name).write_text('')
+  (tmp_path / 'checkpoints').mkdir()
+  assert train_cli.listed_outputs(str(tmp_path)) == ['metrics.csv', 'summary.json', 'checkpoints/']
+  for cid in ('client_000', 'client_001', 'client_002'):
+    (tmp_path / f'model_{cid}.tflite').write_text('')
+  (tmp_path / 'model_client_000.keras').write_text('')
+  assert train_cli.listed_outputs(str(tmp_path))[3:] == ['model_client_000.keras', '3 .tflite files']
