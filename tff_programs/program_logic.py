@@ -137,7 +137,18 @@ def run_training(
     last_saved = round_num
 
   stopped_at_target = False
+  finished = False
   bar = progress_lib.Progress(config.rounds, start_round, enabled=show_progress)
+
+  def write_summary(interrupted: bool) -> dict[str, Any]:
+    summary = metrics_lib.summarize(
+        outputs.read_metrics(), target_accuracy=config.target_accuracy
+    )
+    summary['stopped_at_target'] = stopped_at_target
+    summary['interrupted'] = interrupted
+    outputs.write_summary(summary)
+    return summary
+
   try:
     for round_num in range(start_round + 1, config.rounds + 1):
       started = time.perf_counter()
@@ -171,6 +182,7 @@ def run_training(
       if reached:
         stopped_at_target = True
         break
+    finished = True
   finally:
     bar.close()
     if last_done > last_saved:
@@ -179,10 +191,11 @@ def run_training(
         logging.warning('Saved round %d before exiting', last_done)
       except Exception as e:  # pylint: disable=broad-except
         logging.error('Could not checkpoint round %d: %s', last_done, e)
+    if not finished:
+      # summary.json describes the rows on disk, also after Ctrl-C/SIGTERM/errors.
+      try:
+        write_summary(interrupted=True)
+      except Exception as e:  # pylint: disable=broad-except
+        logging.error('Could not write summary.json: %s', e)
 
-  summary = metrics_lib.summarize(
-      outputs.read_metrics(), target_accuracy=config.target_accuracy
-  )
-  summary['stopped_at_target'] = stopped_at_target
-  outputs.write_summary(summary)
-  return TrainingResult(state, client_states, last_done, summary)
+  return TrainingResult(state, client_states, last_done, write_summary(interrupted=False))

@@ -1,6 +1,7 @@
 """The training loop with a fake algorithm (no TFF computation): rows, resume, interrupts."""
 
 import collections
+import json
 import csv
 
 import numpy as np
@@ -102,10 +103,16 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, with_client_states
   ckpts = checkpointing.CheckpointManager(str(tmp_path / 'cut' / 'checkpoints'))
   assert ckpts.latest_round() == 5, 'the last finished round must be saved on exit'
   assert [int(r['round']) for r in read_rows(tmp_path / 'cut')] == [1, 2, 3, 4, 5]
+  # summary.json describes the rows on disk and says the run was cut short.
+  cut_summary = json.loads((tmp_path / 'cut' / 'summary.json').read_text())
+  assert (cut_summary['rounds_completed'], cut_summary['interrupted']) == (5, True)
   resumed = run(tmp_path / 'cut', rounds=7, resume=True,
                 algorithm=FakeAlgorithm(with_client_states=with_client_states))
   np.testing.assert_array_equal(full.state['w'], resumed.state['w'])
   assert read_rows(tmp_path / 'full') == read_rows(tmp_path / 'cut')
+  untimed = lambda summary: {k: v for k, v in summary.items() if 'seconds' not in k}
+  assert untimed(resumed.summary) == untimed(full.summary)
+  assert resumed.summary['interrupted'] is False
   if with_client_states:
     assert full.client_states.keys() == resumed.client_states.keys()
     for cid in full.client_states:
