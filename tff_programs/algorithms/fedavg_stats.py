@@ -11,9 +11,9 @@ This algorithm is FedAvg with that fix: each client trains (plain SGD, E
 epochs, batch B) from the global model and uploads its trainable delta, which
 goes through the model aggregator (weighted mean by default; RPN for
 `--algorithm=rpn`), and its new batch-norm statistics, which are averaged with
-the same weights (n_k, or uniform). It is the
-FedPer process with no personalization layers (K_P = 0), whose equality with
-TFF's FedAvg on models without statistics is tested:
+the same weights (n_k, or uniform). It is the FedPer process with no
+personalization layers (K_P = 0), whose equality with TFF's FedAvg on models
+without statistics is tested:
 
   next: (<server_state@SERVER, {<x, y>*}@CLIENTS, <>@CLIENTS>
          -> <server_state@SERVER, <>@CLIENTS, metrics@SERVER>)
@@ -55,7 +55,7 @@ def has_statistics(model: tf.keras.Model) -> bool:
 
 
 class FedAvgWithStatistics(fedper.FedPerAlgorithm):
-  """FedAvg that also example-weights-averages batch-norm statistics."""
+  """FedAvg that also averages batch-norm statistics, with the clients' weights."""
 
   name = 'fedavg'
   uses_client_states = False
