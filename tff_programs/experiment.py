@@ -72,6 +72,7 @@ class ExperimentConfig:
   client_learning_rate: float = 0.05
   server_learning_rate: float = 1.0
   learning_rate_decay: float = 1.0
+  learning_rate_decay_from: int = 1
   client_weighting: str = 'num_examples'
   client_momentum: float = 0.0
   rpn_threshold: float = 0.0
@@ -162,7 +163,8 @@ def validate(cfg: ExperimentConfig) -> None:
   _choice('partition', cfg.partition, {**partition_lib.PARTITIONERS, 'natural': None})
   if not 0.0 < cfg.client_fraction <= 1.0:
     raise ConfigError(f'--client_fraction={cfg.client_fraction}: must be in (0, 1]')
-  for flag in ('local_epochs', 'rounds', 'eval_every', 'checkpoint_every', 'num_clients'):
+  for flag in ('local_epochs', 'rounds', 'eval_every', 'checkpoint_every', 'num_clients',
+               'learning_rate_decay_from'):
     value = getattr(cfg, flag)
     if not isinstance(value, (int, np.integer)) or value < 1:
       raise ConfigError(f'--{flag}={value}: must be an integer >= 1')
@@ -387,7 +389,11 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = Non
   _export_client_ids(cfg, data)  # validates --export_clients before training
   m = sampling.clients_per_round(len(data.client_ids), cfg.client_fraction)
   outputs = run_outputs.RunOutputs(cfg.run_dir)
-  outputs.prepare(cfg.to_json(), resume=cfg.resume, defaults=ExperimentConfig().to_json())
+  resumable = cfg.resume and os.path.isdir(outputs.checkpoint_dir)
+  finished = checkpointing.CheckpointManager(outputs.checkpoint_dir).latest_round() if resumable else None
+  outputs.prepare(cfg.to_json(), resume=cfg.resume, defaults=ExperimentConfig().to_json(),
+                  finished_rounds=finished or 0)
+  checkpoints = checkpointing.CheckpointManager(outputs.checkpoint_dir)
   hist_path = outputs.write_label_histogram(data.client_ids, data.label_histogram)
   log(f'{cfg.dataset}: {len(data.client_ids)} clients, {m} per round, '
       f'{int(data.label_histogram.sum())} train examples; label histogram: {hist_path}')
@@ -413,7 +419,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = Non
             stop_at_target=cfg.stop_at_target,
         ),
         outputs=outputs,
-        checkpoints=checkpointing.CheckpointManager(outputs.checkpoint_dir),
+        checkpoints=checkpoints,
         resume=cfg.resume,
         show_progress=show_progress,
         client_state_store=client_states_lib.ClientStateStore(

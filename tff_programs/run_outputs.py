@@ -22,6 +22,8 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow_federated as tff
 
+from tff_programs.algorithms import base
+
 # Flags that may change when a run is resumed (they do not change its results
 # up to the checkpoint): everything else must match the saved config.
 RESUMABLE_KEYS = frozenset({
@@ -29,6 +31,28 @@ RESUMABLE_KEYS = frozenset({
     'target_accuracy', 'output_dir', 'quantize', 'data_dir', 'stop_at_target',
     'export_clients', 'run_name', 'client_state_memory_mb',
 })
+
+
+# Flags of the learning-rate schedule: a resume may change them when the new
+# schedule gives the finished rounds the same rates (see `schedules_agree`).
+SCHEDULE_KEYS = ('learning_rate_decay', 'learning_rate_decay_from')
+
+
+def schedules_agree(saved: Mapping[str, Any], config: Mapping[str, Any],
+                    finished_rounds: int) -> bool:
+  """Whether two configs' learning-rate schedules agree on rounds 1..finished_rounds.
+
+  Then the new schedule reproduces the finished rounds exactly, so resuming under
+  it gives the run a fresh start under the new flags would give, and the
+  rewritten config.json describes the whole run. The usual case: a run at a
+  constant rate that has plateaued continues with `--learning_rate_decay=0.9
+  --learning_rate_decay_from=<its last round>`.
+  """
+  def rates(cfg):
+    return [base.decayed_learning_rate(1.0, cfg['learning_rate_decay'],
+                                       cfg['learning_rate_decay_from'], r)
+            for r in range(1, finished_rounds + 1)]
+  return rates(saved) == rates(config)
 
 
 class RunDirError(ValueError):
@@ -49,11 +73,14 @@ class RunOutputs:
     self._tensorboard = None
 
   def prepare(self, config: Mapping[str, Any], *, resume: bool,
-              defaults: Optional[Mapping[str, Any]] = None) -> None:
+              defaults: Optional[Mapping[str, Any]] = None,
+              finished_rounds: int = 0) -> None:
     """Creates the folder for a new run, or checks it for `--resume`.
 
     A flag missing from a saved config (added to FedSuite after that run was
-    started) matches when the current value is its default (`defaults`).
+    started) matches when the current value is its default (`defaults`). The
+    learning-rate schedule may change if it keeps the rates of the
+    `finished_rounds` rounds held in the checkpoint (`schedules_agree`).
 
     Raises:
       RunDirError: a new run would overwrite another run, `--resume` finds no
@@ -71,10 +98,15 @@ class RunOutputs:
       with open(self.config_path) as f:
         saved = json.load(f)
       defaults = defaults or {}
+      saved_or_default = {k: saved.get(k, defaults.get(k)) for k in set(saved) | set(config)}
       differing = sorted(
-          k for k in set(saved) | set(config)
-          if k not in RESUMABLE_KEYS and saved.get(k, defaults.get(k)) != config.get(k)
+          k for k in saved_or_default
+          if k not in RESUMABLE_KEYS and saved_or_default[k] != config.get(k)
       )
+      if (set(differing) & set(SCHEDULE_KEYS)
+          and all(k in config for k in SCHEDULE_KEYS)
+          and schedules_agree(saved_or_default, config, finished_rounds)):
+        differing = [k for k in differing if k not in SCHEDULE_KEYS]
       if differing:
         details = ', '.join(f'--{k} (saved {saved.get(k)!r}, now {config.get(k)!r})' for k in differing)
         raise RunDirError(f'--resume: flags differ from the saved run: {details}')

@@ -47,6 +47,7 @@ flags.DEFINE_string('batch_size', str(_D.batch_size), "B: local minibatch size, 
 flags.DEFINE_float('client_learning_rate', _D.client_learning_rate, 'eta, the client SGD learning rate (for fedsgd: the gradient step).')
 flags.DEFINE_float('server_learning_rate', _D.server_learning_rate, 'Server learning rate applied to the averaged update (1.0 = the paper).')
 flags.DEFINE_float('learning_rate_decay', _D.learning_rate_decay, 'eta at round r is eta * decay**(r-1) (1.0 = constant).')
+flags.DEFINE_integer('learning_rate_decay_from', _D.learning_rate_decay_from, 'Keep eta constant up to this round, then decay: eta * decay**(r - from). A --resume may raise it past the finished rounds to anneal a plateaued run.')
 flags.DEFINE_string('client_weighting', _D.client_weighting, 'num_examples (n_k/n, the paper) | uniform (1/m).')
 flags.DEFINE_float('client_momentum', _D.client_momentum, 'Momentum of the client optimizer (0 = plain SGD).')
 flags.DEFINE_float('rpn_threshold', _D.rpn_threshold, 'rpn: send only conv filters whose |sum of residual kernel elements| exceeds this (0 = all filters).')

@@ -112,6 +112,7 @@ def test_existing_run_without_resume_is_a_one_line_error(finished_run):
     ('--batch_size=0', "--batch_size='0': must be a positive integer or 'inf'"),
     ('--model=resnet9000', "--model='resnet9000': unknown; allowed:"),
     ('--max_train_examples=-5', '--max_train_examples=-5: must be an integer >= 0'),
+    ('--learning_rate_decay_from=0', '--learning_rate_decay_from=0: must be an integer >= 1'),
 ])
 def test_bad_flag_is_one_line_error(tmp_path, flag, expected):
   code, stdout, stderr = train([*TINY, '--rounds=1', f'--output_dir={tmp_path}', flag])

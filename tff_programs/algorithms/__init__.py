@@ -27,6 +27,7 @@ def _fedavg_config(cfg: Any) -> fedavg.FedAvgConfig:
       client_learning_rate=cfg.client_learning_rate,
       server_learning_rate=cfg.server_learning_rate,
       learning_rate_decay=cfg.learning_rate_decay,
+      learning_rate_decay_from=cfg.learning_rate_decay_from,
       client_weighting=cfg.client_weighting,
       client_momentum=cfg.client_momentum,
   )
@@ -46,7 +47,8 @@ def _fedavg_with_statistics(task: base.Task, cfg: Any, aggregator: Optional[Any]
                                server_learning_rate=cfg.server_learning_rate)
   return fedavg_stats.FedAvgWithStatistics(
       task, name=name, client_learning_rate=cfg.client_learning_rate,
-      learning_rate_decay=cfg.learning_rate_decay, local_epochs=cfg.local_epochs,
+      learning_rate_decay=cfg.learning_rate_decay,
+      learning_rate_decay_from=cfg.learning_rate_decay_from, local_epochs=cfg.local_epochs,
       client_weighting=weighting, aggregator=aggregator)
 
 
@@ -68,6 +70,7 @@ def _build_fedper(task: base.Task, cfg: Any, aggregator: Optional[Any]) -> base.
       personal_blocks=cfg.personal_blocks,
       client_learning_rate=cfg.client_learning_rate,
       learning_rate_decay=cfg.learning_rate_decay,
+      learning_rate_decay_from=cfg.learning_rate_decay_from,
       local_epochs=cfg.local_epochs,
       finetune_personal=cfg.fedper_finetune,
       client_weighting=cfg.client_weighting,
@@ -87,6 +90,7 @@ def _build_fedgkt(task: base.Task, cfg: Any, aggregator: Optional[Any]) -> base.
       client_learning_rate=cfg.client_learning_rate,
       server_learning_rate=cfg.gkt_server_learning_rate,
       learning_rate_decay=cfg.learning_rate_decay,
+      learning_rate_decay_from=cfg.learning_rate_decay_from,
       server_depth=cfg.gkt_server_depth,
       block=cfg.gkt_block,
       kd_mode=cfg.gkt_kd,

@@ -46,6 +46,8 @@ class FedAvgConfig:
     server_learning_rate: scales the averaged update (1.0 = the paper).
     learning_rate_decay: eta at round r is eta * decay**(r - 1) (the paper decays
       the rate for CIFAR-10; 1.0 = constant).
+    learning_rate_decay_from: the decay counts rounds after this one (1 = from the
+      start; see `base.decayed_learning_rate`).
     client_weighting: 'num_examples' (n_k / n, the paper) or 'uniform' (1 / m).
     client_momentum: momentum of the client optimizer (0 = plain SGD).
   """
@@ -53,6 +55,7 @@ class FedAvgConfig:
   client_learning_rate: float = 0.1
   server_learning_rate: float = 1.0
   learning_rate_decay: float = 1.0
+  learning_rate_decay_from: int = 1
   client_weighting: str = 'num_examples'
   client_momentum: float = 0.0
 
@@ -75,6 +78,7 @@ class LearningProcessAlgorithm(base.FederatedAlgorithm):
       learning_rate_path: tuple[str, str],
       learning_rate: float,
       learning_rate_decay: float,
+      learning_rate_decay_from: int = 1,
       upload_factory: Optional[Any] = None,
   ):
     self.name = name
@@ -83,6 +87,7 @@ class LearningProcessAlgorithm(base.FederatedAlgorithm):
     self._lr_path = learning_rate_path
     self._lr = learning_rate
     self._decay = learning_rate_decay
+    self._decay_from = learning_rate_decay_from
     self._template = task.model_builder()
     shapes = [tuple(v.shape) for v in self._template.trainable_weights]
     all_shapes = [tuple(v.shape) for v in self._template.weights]
@@ -109,7 +114,7 @@ class LearningProcessAlgorithm(base.FederatedAlgorithm):
     )
 
   def learning_rate(self, round_num: int) -> float:
-    return float(self._lr * self._decay ** (round_num - 1))
+    return base.decayed_learning_rate(self._lr, self._decay, self._decay_from, round_num)
 
   def _with_learning_rate(self, state: Any, round_num: int) -> Any:
     if self._decay == 1.0:
@@ -206,6 +211,7 @@ def build_fedavg(
       learning_rate_path=('client_work', 'learning_rate'),
       learning_rate=config.client_learning_rate,
       learning_rate_decay=config.learning_rate_decay,
+      learning_rate_decay_from=config.learning_rate_decay_from,
       upload_factory=aggregator,
   )
 
@@ -239,5 +245,6 @@ def build_fedsgd(
       learning_rate_path=('finalizer', 'learning_rate'),
       learning_rate=step,
       learning_rate_decay=config.learning_rate_decay,
+      learning_rate_decay_from=config.learning_rate_decay_from,
       upload_factory=aggregator,
   )

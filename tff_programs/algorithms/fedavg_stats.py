@@ -62,10 +62,12 @@ class FedAvgWithStatistics(fedper.FedPerAlgorithm):
 
   def __init__(self, task: base.Task, *, client_learning_rate: float,
                learning_rate_decay: float, local_epochs: int,
+               learning_rate_decay_from: int = 1,
                client_weighting: str = 'num_examples', name: str = 'fedavg',
                aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None):
     config = fedper.FedPerConfig(personal_blocks=0, client_learning_rate=client_learning_rate,
                                  learning_rate_decay=learning_rate_decay,
+                                 learning_rate_decay_from=learning_rate_decay_from,
                                  local_epochs=local_epochs, client_weighting=client_weighting)
     super().__init__(task, config, aggregator=aggregator)
     self.name = name

@@ -141,6 +141,8 @@ class FedGKTConfig:
     client_learning_rate: learning rate of the edge optimizer.
     server_learning_rate: learning rate of the server optimizer.
     learning_rate_decay: both rates at round r are rate * decay**(r - 1).
+    learning_rate_decay_from: the decay counts rounds after this one (1 = from the
+      start; see `base.decayed_learning_rate`).
     server_depth: 55 or 109 (ResNet-56/110 minus the stem).
     block: 'basic' or 'bottleneck' (FedGKT's released code) for edge and server.
     kd_mode: 'both' | 'server_to_edge' | 'none' (see the module docstring).
@@ -160,6 +162,7 @@ class FedGKTConfig:
   client_learning_rate: float = 0.05
   server_learning_rate: float = 0.01
   learning_rate_decay: float = 1.0
+  learning_rate_decay_from: int = 1
   server_depth: int = 55
   block: str = 'bottleneck'
   kd_mode: str = 'both'
@@ -636,9 +639,10 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
         has_server_logits=np.int32(0))
 
   def learning_rates(self, round_num: int) -> tuple[float, float]:
-    decay = self._config.learning_rate_decay ** (round_num - 1)
-    return (float(self._config.client_learning_rate * decay),
-            float(self._config.server_learning_rate * decay))
+    c = self._config
+    return tuple(base.decayed_learning_rate(rate, c.learning_rate_decay,
+                                            c.learning_rate_decay_from, round_num)
+                 for rate in (c.client_learning_rate, c.server_learning_rate))
 
   # ---- one round -------------------------------------------------------
 

@@ -46,6 +46,8 @@ class FedPerConfig:
     personal_blocks: K_P, personalization blocks counted from the output.
     client_learning_rate: SGD learning rate of the clients.
     learning_rate_decay: rate at round r is lr * decay**(r - 1).
+    learning_rate_decay_from: the decay counts rounds after this one (1 = from the
+      start; see `base.decayed_learning_rate`).
     local_epochs: E (the dataset passed in holds E epochs; used to find the
       first epoch for the fine-tuning variant).
     finetune_personal: the appendix A.3 variant (one head-only epoch first).
@@ -56,6 +58,7 @@ class FedPerConfig:
   personal_blocks: int = 1
   client_learning_rate: float = 0.05
   learning_rate_decay: float = 1.0
+  learning_rate_decay_from: int = 1
   local_epochs: int = 1
   finetune_personal: bool = False
   client_weighting: str = 'num_examples'
@@ -286,7 +289,9 @@ class FedPerAlgorithm(base.FederatedAlgorithm):
     return personal
 
   def learning_rate(self, round_num: int) -> float:
-    return float(self._config.client_learning_rate * self._config.learning_rate_decay ** (round_num - 1))
+    c = self._config
+    return base.decayed_learning_rate(c.client_learning_rate, c.learning_rate_decay,
+                                      c.learning_rate_decay_from, round_num)
 
   def next(self, state, round_num, client_ids, client_datasets, client_states) -> base.RoundOutput:
     state['model']['learning_rate'] = np.float32(self.learning_rate(round_num))
