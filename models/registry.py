@@ -11,6 +11,7 @@ layer 'logits', no softmax).
   mnist_cnn         (28, 28, 1)            1,663,370   FedAvg CNN
                     (8, 8, 1)                188,810   (sklearn digits)
   keras_mnist_cnn   (28, 28, 1)            1,199,882   Keras MNIST example (RPN)
+  keras_mnist_cnn_dropout                  1,199,882   ... with the example's dropout
   cifar_cnn         (24, 24, 3)            1,068,298   TF CIFAR-10 tutorial
   tiny_mlp          (8, 8, 1)                  1,210   tests
   tiny_cnn          (8, 8, 1)                    690   tests
@@ -52,6 +53,7 @@ MODELS: dict[str, Callable[..., tf.keras.Model]] = {
     'mnist_2nn': mnist_models.mnist_2nn,
     'mnist_cnn': mnist_models.mnist_cnn,
     'keras_mnist_cnn': mnist_models.keras_mnist_cnn,
+    'keras_mnist_cnn_dropout': mnist_models.keras_mnist_cnn_dropout,
     'cifar_cnn': cifar_models.cifar_cnn,
     'tiny_mlp': mnist_models.tiny_mlp,
     'tiny_cnn': mnist_models.tiny_cnn,

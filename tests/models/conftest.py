@@ -26,6 +26,7 @@ NATURAL_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
     'mnist_2nn': ((28, 28, 1), 10),
     'mnist_cnn': ((28, 28, 1), 10),
     'keras_mnist_cnn': ((28, 28, 1), 10),
+    'keras_mnist_cnn_dropout': ((28, 28, 1), 10),
     'cifar_cnn': ((24, 24, 3), 10),
     'tiny_mlp': ((8, 8, 1), 10),
     'tiny_cnn': ((8, 8, 1), 10),

@@ -9,6 +9,7 @@ import tensorflow as tf
 from models import common
 from models import flops
 from models import mnist_models
+from models import registry
 
 
 def _seeded_weights(builder, *args, seed: int = 7, **kwargs):
@@ -65,6 +66,8 @@ def test_keras_mnist_cnn_dropout_option_adds_no_parameters():
            if isinstance(l, tf.keras.layers.Dropout)}
   assert rates == {'conv2_dropout': 0.25, 'fc1_dropout': 0.5}
   assert with_dropout.count_params() == plain.count_params() == 1_199_882
+  registered = registry.build_model('keras_mnist_cnn_dropout', (28, 28, 1), 10)
+  assert [l.name for l in registered.layers] == [l.name for l in with_dropout.layers]
 
 
 def test_tiny_mlp_hidden_option():

@@ -9,13 +9,13 @@ import tensorflow as tf
 from models import registry
 
 EXPECTED_NAMES = {
-    'mnist_2nn', 'mnist_cnn', 'keras_mnist_cnn', 'cifar_cnn', 'tiny_mlp',
-    'tiny_cnn', 'char_lstm', 'cnn_fedper', 'mobilenet_v1', 'resnet34',
+    'mnist_2nn', 'mnist_cnn', 'keras_mnist_cnn', 'keras_mnist_cnn_dropout', 'cifar_cnn',
+    'tiny_mlp', 'tiny_cnn', 'char_lstm', 'cnn_fedper', 'mobilenet_v1', 'resnet34',
     'resnet56', 'resnet110', 'resnet8', 'resnet8_edge', 'resnet55_server',
     'resnet109_server'
 }
 # Cheap to build: built twice to check that layer names are explicit/stable.
-SMALL = ('mnist_2nn', 'mnist_cnn', 'keras_mnist_cnn', 'cifar_cnn', 'tiny_mlp',
+SMALL = ('mnist_2nn', 'mnist_cnn', 'keras_mnist_cnn', 'keras_mnist_cnn_dropout', 'cifar_cnn', 'tiny_mlp',
          'tiny_cnn', 'cnn_fedper', 'resnet8')
 
 
