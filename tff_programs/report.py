@@ -137,6 +137,9 @@ class TableRow:
   curve: Rows  # The metric rows of the chosen run.
   speedup: Optional[float] = None
   paper_speedup: Optional[float] = None
+  # When the baseline never reached the target in its N rounds but this row did
+  # in r: its speedup is more than N / r (the FedSGD rows of short runs).
+  speedup_lower_bound: Optional[float] = None
 
   @property
   def is_baseline(self) -> bool:
@@ -161,6 +164,7 @@ class TableRow:
         'rounds_to_target': self.rounds_to_target,
         'paper_rounds': self.paper_rounds,
         'speedup': self.speedup,
+        'speedup_lower_bound': self.speedup_lower_bound,
         'paper_speedup': self.paper_speedup,
         'learning_rate': best.learning_rate if best else None,
         'final_accuracy': best.final_accuracy if best else None,
@@ -208,6 +212,8 @@ def build_table(settings: Sequence[SettingRuns], *, target: float,
       raise ValueError(f'baseline {row.baseline_label!r} of {row.label!r} is not a setting')
     base = by_label[row.baseline_label]
     row.speedup = _ratio(base.rounds_to_target, row.rounds_to_target)
+    if base.best is not None and base.rounds_to_target is None:
+      row.speedup_lower_bound = _ratio(base.best.rounds_completed, row.rounds_to_target)
     row.paper_speedup = _ratio(base.paper_rounds, row.paper_rounds)
   return rows
 
@@ -226,9 +232,11 @@ def _paper_rounds(value: Optional[float]) -> str:
   return '—' if value is None else f'{value:g}'
 
 
-def _speedup(row: TableRow, value: Optional[float]) -> str:
+def _speedup(row: TableRow, value: Optional[float], lower_bound: Optional[float] = None) -> str:
   if row.is_baseline:
     return 'baseline'
+  if value is None and lower_bound is not None:
+    return f'> {lower_bound:.1f}x'
   return '—' if value is None else f'{value:.1f}x'
 
 
@@ -254,7 +262,8 @@ def markdown_report(table: Sequence[TableRow], *, title: str, description: str =
       f'Rounds to {t} test accuracy: the best-so-far accuracy at the evaluated rounds, '
       'linearly interpolated (the paper\'s rule). Learning rate: per setting, the rate '
       'with the fewest rounds to target (none or tied: the best final accuracy). '
-      'Speedup: baseline rounds / rounds.',
+      'Speedup: baseline rounds / rounds; "> Nx" when the baseline had not reached '
+      'the target when its run ended (its rounds run / our rounds).',
       '',
       f'| setting | rounds to {t} (ours) | paper rounds | speedup | paper speedup '
       '| learning rate | final / best accuracy |',
@@ -269,7 +278,8 @@ def markdown_report(table: Sequence[TableRow], *, title: str, description: str =
     edge = ' (grid edge)' if row.chosen_at_grid_edge else ''
     lines.append(
         f'| {row.label} | {_rounds(best.rounds_to_target, ran=best.rounds_completed)} '
-        f'| {_paper_rounds(row.paper_rounds)} | {_speedup(row, row.speedup)} '
+        f'| {_paper_rounds(row.paper_rounds)} '
+        f'| {_speedup(row, row.speedup, row.speedup_lower_bound)} '
         f'| {_speedup(row, row.paper_speedup)} | {best.learning_rate:g}{edge} '
         f'| {_accuracy(best.final_accuracy)} / {_accuracy(best.best_accuracy)} |')
   if extra_targets:

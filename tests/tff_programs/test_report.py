@@ -109,6 +109,22 @@ def test_table_chooses_rates_and_computes_speedups_by_hand():
   assert missing.best is None and missing.paper_speedup == pytest.approx(626 / 179)
 
 
+def test_speedup_is_a_lower_bound_when_the_baseline_never_reached_the_target():
+  settings = [
+      report.SettingRuns('FedSGD', {0.1: rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])}),
+      report.SettingRuns('FedAvg', {0.1: rows([0.5, 0.95])}, baseline_label='FedSGD'),
+      report.SettingRuns('FedAvg slow', {0.1: rows([0.5, 0.6])}, baseline_label='FedSGD'),
+  ]
+  sgd, fedavg, slow = report.build_table(settings, target=0.9)
+  # FedAvg crosses 0.9 at 1 + 0.4/0.45 rounds; FedSGD needed more than its 8 rounds.
+  assert fedavg.speedup is None
+  assert fedavg.speedup_lower_bound == pytest.approx(8 / (1 + 0.4 / 0.45))
+  assert slow.speedup_lower_bound is None and sgd.speedup_lower_bound is None
+  text = report.markdown_report([sgd, fedavg, slow], title='t', target=0.9)
+  assert '| FedAvg | 1.9 | — | > 4.2x |' in text
+  assert json.loads(json.dumps(fedavg.to_json()))['speedup_lower_bound'] == pytest.approx(4.235, abs=1e-3)
+
+
 def test_one_baseline_per_column_as_table_1():
   settings = [
       report.SettingRuns('C=0.0 B=inf', {0.1: rows([0.5, 0.9])}, paper_rounds=1455),
