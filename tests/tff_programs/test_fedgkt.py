@@ -279,6 +279,15 @@ def tiny_models(monkeypatch):
                       lambda classes, config: lambda shape: tiny_server(shape, classes))
 
 
+def test_both_learning_rates_follow_the_schedule(tmp_path, tiny_models):
+  result = experiment.run_experiment(gkt_cfg(
+      tmp_path, rounds=3, eval_every=3, gkt_server_learning_rate=0.02,
+      learning_rate_decay=0.5, learning_rate_decay_from=2), **QUIET)
+  rows = read_rows(result.run_dir)
+  assert [float(r['learning_rate']) for r in rows] == pytest.approx([0.01, 0.01, 0.005])
+  assert [float(r['server_learning_rate']) for r in rows] == pytest.approx([0.02, 0.02, 0.01])
+
+
 def test_resume_equals_uninterrupted_run(tmp_path, tiny_models):
   full = experiment.run_experiment(gkt_cfg(tmp_path / 'full', gkt_memory_budget_mb=0.0), **QUIET)
   experiment.run_experiment(gkt_cfg(tmp_path / 'cut', rounds=2), **QUIET)

@@ -74,3 +74,16 @@ def test_annealing_a_finished_run_equals_a_fresh_run_with_the_final_flags(tmp_pa
     experiment.run_experiment(experiment.ExperimentConfig(
         **common, rounds=6, learning_rate_decay=0.5, run_name='cut', resume=True), **QUIET)
   assert read_rows(tmp_path / 'cut') == cut
+
+
+
+def test_fedper_follows_the_schedule(tmp_path):
+  cfg = experiment.ExperimentConfig(
+      algorithm='fedper', personal_blocks=1, dataset='synthetic', model='tiny_mlp',
+      partition='iid', num_clients=4, client_fraction=0.5, local_epochs=1, batch_size=16,
+      rounds=3, eval_every=3, client_learning_rate=0.1, learning_rate_decay=0.5,
+      learning_rate_decay_from=2, output_dir=str(tmp_path), export=False,
+      personalized_eval=False)
+  result = experiment.run_experiment(cfg, **QUIET)
+  assert [float(r['learning_rate']) for r in read_rows(result.run_dir)] == pytest.approx(
+      [0.1, 0.1, 0.05])
