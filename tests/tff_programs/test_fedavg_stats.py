@@ -1,7 +1,6 @@
 """FedAvg with batch-norm statistics averaging (tff_programs/algorithms/fedavg_stats.py)."""
 
 import collections
-import types
 import warnings
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tff_programs import algorithms
+from tff_programs import experiment
 from tff_programs.algorithms import base
 from tff_programs.algorithms import fedavg
 from tff_programs.algorithms import fedavg_stats
@@ -38,7 +38,8 @@ def dataset(cid):
 
 
 def flags(**overrides):
-  return types.SimpleNamespace(**{**dict(
+  """The experiment config the registry builders read (the real one, so it cannot drift)."""
+  return experiment.ExperimentConfig(**{**dict(
       client_learning_rate=LR, server_learning_rate=1.0, learning_rate_decay=1.0,
       client_weighting='num_examples', client_momentum=0.0, local_epochs=1,
       rpn_threshold=0.0, rpn_weighting='uniform'), **overrides})
