@@ -104,7 +104,7 @@ class RunOutputs:
           if k not in RESUMABLE_KEYS and saved_or_default[k] != config.get(k)
       )
       if (set(differing) & set(SCHEDULE_KEYS)
-          and all(k in config for k in SCHEDULE_KEYS)
+          and all(m.get(k) is not None for m in (saved_or_default, config) for k in SCHEDULE_KEYS)
           and schedules_agree(saved_or_default, config, finished_rounds)):
         differing = [k for k in differing if k not in SCHEDULE_KEYS]
       if differing:

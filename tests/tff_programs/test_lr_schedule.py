@@ -46,6 +46,11 @@ def test_resume_may_change_the_schedule_only_past_the_checkpoint(tmp_path):
     outputs.prepare(annealed, resume=True, finished_rounds=11)
   outputs.prepare(annealed, resume=True, finished_rounds=10)
   assert json.load(open(outputs.config_path)) == annealed  # it now describes the whole run
+  # A saved run from before the schedule flags, with no defaults given: a plain mismatch.
+  old = run_outputs.RunOutputs(str(tmp_path / 'old'))
+  old.prepare({'model': 'a'}, resume=False)
+  with pytest.raises(run_outputs.RunDirError, match='--learning_rate_decay_from'):
+    old.prepare({'model': 'a', **schedule(0.9, 3)}, resume=True, finished_rounds=2)
   # Other flags still must match, schedule or not.
   with pytest.raises(run_outputs.RunDirError, match='--model'):
     outputs.prepare({**annealed, 'model': 'b'}, resume=True, finished_rounds=10)
