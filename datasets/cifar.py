@@ -3,13 +3,25 @@
 Accepted layouts, tried in this order for a `data_dir`:
 
 1. the extracted folder: `data_dir/cifar-10-batches-py/data_batch_1..5` and
-   `test_batch` (CIFAR-100: `data_dir/cifar-100-python/train` and `test`);
+   `test_batch` (optional, see below; CIFAR-100:
+   `data_dir/cifar-100-python/train` and `test`);
 2. the batch files directly in `data_dir`;
 3. the tarball in `data_dir`: `cifar-10-python.tar.gz` as distributed or
    `cifar-10-batches-py.tar.gz` (Keras' cache name); `cifar-100-python.tar.gz`.
    It is read with `tarfile` in memory, never extracted to disk.
 
 `data_dir` may also be the path of such a tarball itself.
+
+Test set: CIFAR-10's official `test_batch` when it is there. A CIFAR-10 folder
+or tarball without it (e.g. a copy of the training set only) still loads:
+`data_batch_5` is then held out as the test set (40,000 train / 10,000 test
+images for the real files), and the dataset's `notes` say so, since such
+accuracies are not comparable with results on the official test set.
+CIFAR-100 needs its `test` file.
+
+Every batch is checked (pixels: whole numbers 0..255 in an (N, 3072) array,
+no NaN; labels: one integer in [0, classes) per image) with a one-line error
+naming the file.
 
 The batches are Python pickles. They are read with a restricted unpickler that
 only rebuilds numpy arrays and plain containers, so a tampered file cannot run
@@ -40,6 +52,9 @@ class _Layout:
   test_file: str
   tarballs: tuple[str, ...]
   source: str  # Where to get the files, for the error message.
+  # The train file held out as the test set when `test_file` is absent (None:
+  # `test_file` is required).
+  holdout: Optional[str] = None
 
 
 _CIFAR10 = _Layout(
@@ -53,6 +68,7 @@ _CIFAR10 = _Layout(
         ' https://www.cs.toronto.edu/~kriz/cifar.html or keras'
         ' ~/.keras/datasets/cifar-10-batches-py.tar.gz'
     ),
+    holdout='data_batch_5',
 )
 _CIFAR100 = _Layout(
     label='CIFAR-100',
@@ -104,62 +120,118 @@ def _unpickle(raw: bytes, where: str, label: str) -> dict[bytes, Any]:
   return batch
 
 
-def _find_reader(
-    data_dir: str, layout: _Layout
-) -> Optional[tuple[Callable[[str], bytes], Callable[[str], str]]]:
-  """Returns (read(name) -> bytes, describe(name) -> str) or None if absent."""
-  names = layout.train_files + (layout.test_file,)
+@dataclasses.dataclass(frozen=True)
+class _Source:
+  """The batch files found for a layout, in a folder or a tarball.
 
-  def file_reader(folder: str):
-    if all(os.path.isfile(os.path.join(folder, n)) for n in names):
+  Attributes:
+    location: The folder or tarball, for messages.
+    names: The batch files present (the train files, maybe the test file).
+    read: name -> the file's bytes.
+    describe: name -> its path (or tarball:member) for messages.
+  """
 
-      def read(name: str) -> bytes:
-        with open(os.path.join(folder, name), 'rb') as f:
-          return f.read()
+  location: str
+  names: frozenset[str]
+  read: Callable[[str], bytes]
+  describe: Callable[[str], str]
 
-      return read, lambda name: os.path.join(folder, name)
-    return None
 
-  def tar_reader(path: str):
+def _find_source(data_dir: str, layout: _Layout) -> Optional[_Source]:
+  """The first folder or tarball holding `layout`'s batches, or None.
+
+  The train files are required; the test file too unless the layout can
+  hold out a train file instead (CIFAR-10 without `test_batch`).
+  """
+  required = layout.train_files + (
+      () if layout.holdout else (layout.test_file,)
+  )
+  wanted = layout.train_files + (layout.test_file,)
+
+  def folder_source(folder: str) -> Optional[_Source]:
+    if not all(os.path.isfile(os.path.join(folder, n)) for n in required):
+      return None
+
+    def read(name: str) -> bytes:
+      with open(os.path.join(folder, name), 'rb') as f:
+        return f.read()
+
+    return _Source(
+        location=folder,
+        names=frozenset(
+            n for n in wanted if os.path.isfile(os.path.join(folder, n))
+        ),
+        read=read,
+        describe=lambda name: os.path.join(folder, name),
+    )
+
+  def tar_source(path: str) -> _Source:
     # Reads the needed members into memory and closes the tarball.
     try:
       with tarfile.open(path, 'r:*') as tar:
         members = {
             os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()
         }
-        missing = [n for n in names if n not in members]
+        missing = [n for n in required if n not in members]
         if missing:
           raise base.DatasetError(
               f'{layout.label}: tarball {path} lacks {", ".join(missing)}'
           )
-        blobs = {n: tar.extractfile(members[n]).read() for n in names}
+        blobs = {
+            n: tar.extractfile(members[n]).read()
+            for n in wanted
+            if n in members
+        }
     except (tarfile.TarError, OSError, EOFError) as e:
       raise base.DatasetError(
           f'{layout.label}: cannot read tarball {path} ({e})'
       ) from None
-    return blobs.pop, lambda name: f'{path}:{members[name].name}'
+    return _Source(
+        location=path,
+        names=frozenset(blobs),
+        read=blobs.pop,
+        describe=lambda name: f'{path}:{members[name].name}',
+    )
 
   if os.path.isfile(data_dir):
-    return tar_reader(data_dir)
+    return tar_source(data_dir)
   for folder in (os.path.join(data_dir, layout.folder), data_dir):
-    reader = file_reader(folder)
-    if reader:
-      return reader
+    source = folder_source(folder)
+    if source:
+      return source
   for tarball in layout.tarballs:
     path = os.path.join(data_dir, tarball)
     if os.path.isfile(path):
-      return tar_reader(path)
+      return tar_source(path)
   return None
 
 
-def _images(batch: dict[bytes, Any], where: str, label: str) -> np.ndarray:
-  data = np.asarray(batch[b'data'])
-  if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-    raise base.DatasetError(
-        f'{label}: {where} data must be (N, 3072) uint8, got shape {data.shape}'
-    )
+def _read_batch(
+    source: _Source, name: str, layout: _Layout, label_key: bytes,
+    num_classes: int,
+) -> tuple[np.ndarray, np.ndarray]:
+  """One batch file's images (N, 32, 32, 3) uint8 and int64 labels, checked.
+
+  Raises:
+    DatasetError: not a CIFAR batch, a key missing, or arrays of the wrong
+      dtype/shape, NaN, pixels outside 0..255, labels outside
+      [0, num_classes) -- one line naming the file and what is wrong.
+  """
+  where = source.describe(name)
+  batch = _unpickle(source.read(name), where, layout.label)
+  for key in (b'data', label_key):
+    if key not in batch:
+      raise base.DatasetError(f'{layout.label}: {where} has no {key!r} entry')
+  data = base.check_pixels(
+      batch[b'data'], shape=(3 * 32 * 32,),
+      where=f'{layout.label}: {where}: data',
+  )
+  labels = base.check_labels(
+      batch[label_key], num_classes=num_classes, num_examples=len(data),
+      where=f'{layout.label}: {where}: {label_key.decode()}',
+  )
   # Rows are 1024 red, 1024 green, 1024 blue values, each plane row-major.
-  return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
 def _load(
@@ -171,8 +243,8 @@ def _load(
 ) -> base.ArrayDataset:
   """Reads train and test batches of `layout` into an ArrayDataset."""
   data_dir = base.require_data_dir(data_dir, name)
-  reader = _find_reader(data_dir, layout)
-  if reader is None:
+  source = _find_source(data_dir, layout)
+  if source is None:
     where = data_dir if os.path.isdir(data_dir) else f'{data_dir} (missing)'
     raise base.DatasetFileNotFoundError(
         f'{layout.label}: expected {layout.folder}/{layout.train_files[0]}'
@@ -180,37 +252,33 @@ def _load(
         f' directly, or {" / ".join(layout.tarballs)} in {where};'
         f' {layout.source}'
     )
-  read, describe = reader
+  if layout.test_file in source.names:
+    train_files, test_file = layout.train_files, layout.test_file
+  else:
+    train_files = tuple(f for f in layout.train_files if f != layout.holdout)
+    test_file = layout.holdout
 
   def split(files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
-    for f in files:
-      where = describe(f)
-      batch = _unpickle(read(f), where, layout.label)
-      for key in (b'data', label_key):
-        if key not in batch:
-          raise base.DatasetError(
-              f'{layout.label}: {where} has no {key!r} entry'
-          )
-      x = _images(batch, where, layout.label)
-      y = np.asarray(batch[label_key], dtype=np.int64)
-      if y.shape != (len(x),):
-        raise base.DatasetError(
-            f'{layout.label}: {where} has {len(x)} images but'
-            f' {y.size} {label_key.decode()}'
-        )
-      if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise base.DatasetError(
-            f'{layout.label}: {where} {label_key.decode()} must be in'
-            f' [0, {num_classes}), found {y.min()}..{y.max()}'
-        )
-      xs.append(x)
-      ys.append(y)
-    x = np.concatenate(xs).astype(np.float32) / 255.0
-    return x, np.concatenate(ys)
+    xs, ys = zip(*(
+        _read_batch(source, f, layout, label_key, num_classes) for f in files
+    ))
+    return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
 
-  x_train, y_train = split(layout.train_files)
-  x_test, y_test = split((layout.test_file,))
+  x_train, y_train = split(train_files)
+  x_test, y_test = split((test_file,))
+  if test_file == layout.test_file:
+    note = (
+        f'{name}: test set = the official {test_file} ({len(y_test):,}'
+        f' images); train = {len(y_train):,} images'
+    )
+  else:
+    note = (
+        f'{name}: no {layout.test_file} in {source.location}, so'
+        f' {test_file} ({len(y_test):,} images) is held out as the test set'
+        f' and training uses the other {len(train_files)} batches'
+        f' ({len(y_train):,} images); accuracies are not comparable with'
+        f' results on the official test set'
+    )
   return base.ArrayDataset(
       name=name,
       x_train=x_train,
@@ -218,6 +286,7 @@ def _load(
       x_test=x_test,
       y_test=y_test,
       num_classes=num_classes,
+      notes=(note,),
   )
 
 
@@ -230,7 +299,9 @@ def load_cifar10(data_dir: Optional[str]) -> base.ArrayDataset:
 
   Returns:
     ArrayDataset 'cifar10': x float32 (N, 32, 32, 3) in [0, 1], y int64 in
-    [0, 10); 50,000 train / 10,000 test for the real files.
+    [0, 10); 50,000 train / 10,000 test for the real files with `test_batch`;
+    without it, data_batch_1-4 train (40,000) and data_batch_5 tests
+    (10,000). Its one note says which test set it is.
 
   Raises:
     DatasetError: data_dir is None, or a file is corrupt.

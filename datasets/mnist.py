@@ -18,6 +18,7 @@ from datasets import base
 
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions.
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension.
+IMAGE_SHAPE = (28, 28)
 
 IDX_FILES = (
     'train-images-idx3-ubyte.gz',
@@ -100,31 +101,27 @@ def _find_idx_files(data_dir: str) -> list[Optional[str]]:
   return found
 
 
-def _check_pair(images: np.ndarray, labels: np.ndarray, what: str) -> None:
-  if images.ndim != 3:
-    raise base.DatasetError(
-        f'MNIST: {what} images must be (N, height, width), got shape'
-        f' {images.shape}'
-    )
-  if labels.ndim != 1 or len(labels) != len(images):
-    raise base.DatasetError(
-        f'MNIST: {what} has {len(images)} images but labels of shape'
-        f' {labels.shape}'
-    )
-  if labels.size and labels.max() > 9:
-    raise base.DatasetError(
-        f'MNIST: {what} labels must be in [0, 9], found {labels.max()}'
-    )
-
-
 def _to_dataset(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    sources: tuple[str, str, str, str],
 ) -> base.ArrayDataset:
-  _check_pair(x_train, y_train, 'train')
-  _check_pair(x_test, y_test, 'test')
+  """Checks the four arrays and scales the images.
+
+  Args:
+    arrays: x_train, y_train, x_test, y_test as read from the files.
+    sources: For each array, the file (and npz key) it came from, named in a
+      one-line error: dtype, shape, NaN, pixel range and label range are
+      checked (`base.check_pixels`, `base.check_labels`).
+  """
+  where = tuple(f'MNIST: {source}' for source in sources)
+  x_train = base.check_pixels(arrays[0], shape=IMAGE_SHAPE, where=where[0])
+  y_train = base.check_labels(
+      arrays[1], num_classes=10, num_examples=len(x_train), where=where[1]
+  )
+  x_test = base.check_pixels(arrays[2], shape=IMAGE_SHAPE, where=where[2])
+  y_test = base.check_labels(
+      arrays[3], num_classes=10, num_examples=len(x_test), where=where[3]
+  )
 
   def images(x):
     return (x.astype(np.float32) / 255.0)[..., np.newaxis]
@@ -132,9 +129,9 @@ def _to_dataset(
   return base.ArrayDataset(
       name='mnist',
       x_train=images(x_train),
-      y_train=y_train.astype(np.int64),
+      y_train=y_train,
       x_test=images(x_test),
-      y_test=y_test.astype(np.int64),
+      y_test=y_test,
       num_classes=10,
   )
 
@@ -148,7 +145,7 @@ def _load_npz(path: str) -> base.ArrayDataset:
             f'MNIST: {path} lacks key(s) {", ".join(missing)}; expected'
             f' {", ".join(_NPZ_KEYS)}'
         )
-      arrays = [np.asarray(npz[k]) for k in _NPZ_KEYS]
+      arrays = tuple(np.asarray(npz[k]) for k in _NPZ_KEYS)
   except base.DatasetError:
     raise
   except Exception as e:  # pylint: disable=broad-except  # zip/pickle errors.
@@ -156,7 +153,7 @@ def _load_npz(path: str) -> base.ArrayDataset:
         f'MNIST: cannot read {path} as an .npz file ({type(e).__name__}:'
         f' {e})'.replace('\n', ' ')
     ) from None
-  return _to_dataset(*arrays)
+  return _to_dataset(arrays, tuple(f'{path}: {k}' for k in _NPZ_KEYS))
 
 
 def load_mnist(data_dir: Optional[str]) -> base.ArrayDataset:
@@ -175,19 +172,23 @@ def load_mnist(data_dir: Optional[str]) -> base.ArrayDataset:
     y int64 in [0, 10); 60,000 train / 10,000 test for the real files.
 
   Raises:
-    DatasetError: data_dir is None, or a file is corrupt.
+    DatasetError: data_dir is None, or a file is corrupt or holds the wrong
+      arrays: images not (N, 28, 28) whole numbers 0..255 (an .npz may store
+      them as any integer or float dtype, but not NaN or already scaled),
+      labels not one integer 0..9 per image. The message names the file (and
+      npz key) and what is wrong.
     DatasetFileNotFoundError: neither the IDX files nor mnist.npz are there.
   """
   data_dir = base.require_data_dir(data_dir, 'mnist')
   idx_paths = _find_idx_files(data_dir)
   if all(idx_paths):
-    x_train, y_train, x_test, y_test = (
+    arrays = tuple(
         read_idx(path, magic)
         for path, magic in zip(
             idx_paths, (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC) * 2
         )
     )
-    return _to_dataset(x_train, y_train, x_test, y_test)
+    return _to_dataset(arrays, tuple(idx_paths))
   npz_path = os.path.join(data_dir, NPZ_FILE)
   if os.path.isfile(npz_path):
     return _load_npz(npz_path)

@@ -189,6 +189,98 @@ def test_mnist_needs_data_dir():
   assert '--data_dir is required' in one_line(err)
 
 
+def write_npz(directory, **overrides):
+  """mnist.npz from tiny_mnist(), with some arrays replaced."""
+  arrays = dict(zip(('x_train', 'y_train', 'x_test', 'y_test'), tiny_mnist()))
+  arrays.update(overrides)
+  np.savez(directory / 'mnist.npz', **arrays)
+  return str(directory / 'mnist.npz')
+
+
+def test_mnist_npz_float_pixels_load_only_as_raw_whole_values(tmp_path):
+  x_train, y_train, _, _ = tiny_mnist()
+  write_npz(tmp_path, x_train=x_train.astype(np.float64),
+            y_train=y_train.astype(np.int64))
+  data = mnist.load_mnist(str(tmp_path))
+  np.testing.assert_allclose(data.x_train[..., 0], x_train / 255.0)
+  np.testing.assert_array_equal(data.y_train, [7, 0, 9])
+  assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+  # The same images already scaled to [0, 1] would be divided by 255 twice.
+  path = write_npz(tmp_path, x_train=x_train / 255.0)
+  with pytest.raises(base.DatasetError) as err:
+    mnist.load_mnist(str(tmp_path))
+  assert one_line(err).startswith(
+      f'MNIST: {path}: x_train holds non-integer values'
+  )
+
+
+_NAN = np.zeros((3, 28, 28), np.float32)
+_NAN[1, 2, 3] = np.nan
+_BAD_MNIST = {
+    'nan': (dict(x_train=_NAN),
+            'x_train contains NaN (1 of 2352 values); expected uint8 pixel'
+            ' values 0..255'),
+    'scaled': (dict(x_test=np.full((2, 28, 28), 0.5, np.float32)),
+               'x_test holds non-integer values (e.g. 0.5); expected uint8'
+               ' pixel values 0..255 (already scaled to [0, 1]?)'),
+    'shape': (dict(x_train=np.zeros((3, 28, 27), np.uint8)),
+              'x_train has shape (3, 28, 27); expected (N, 28, 28)'),
+    'pixel_range': (dict(x_test=np.full((2, 28, 28), 300, np.int16)),
+                    'x_test has values 300..300; expected uint8 pixel values'
+                    ' 0..255'),
+    'bool': (dict(x_train=np.zeros((3, 28, 28), bool)),
+             'x_train has dtype bool; expected uint8 pixel values 0..255'),
+    'label_high': (dict(y_train=np.array([7, 10, 9], np.uint8)),
+                   'y_train has labels 7..10; expected integer class labels'
+                   ' 0..9'),
+    'label_negative': (dict(y_test=np.array([-1, 2], np.int8)),
+                       'y_test has labels -1..2; expected integer class'
+                       ' labels 0..9'),
+    'label_fraction': (dict(y_test=np.array([1.0, 2.5])),
+                       'y_test holds non-integer values (e.g. 2.5); expected'
+                       ' integer class labels 0..9'),
+    'label_count': (dict(y_train=np.array([7, 0], np.uint8)),
+                    'y_train holds 2 labels for 3 images; expected one per'
+                    ' image'),
+    'label_shape': (dict(y_train=np.zeros((3, 1), np.uint8)),
+                    'y_train has shape (3, 1); expected (3,), one label per'
+                    ' image'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(_BAD_MNIST))
+def test_mnist_npz_bad_arrays_are_one_line_naming_file_and_key(tmp_path, case):
+  overrides, problem = _BAD_MNIST[case]
+  path = write_npz(tmp_path, **overrides)
+  with pytest.raises(base.DatasetError) as err:
+    mnist.load_mnist(str(tmp_path))
+  assert one_line(err) == f'MNIST: {path}: {problem}'
+
+
+def test_mnist_idx_label_out_of_range_names_the_file(tmp_path):
+  arrays = list(tiny_mnist())
+  arrays[3] = np.array([1, 12], np.uint8)
+  write_idx_files(tmp_path, arrays)
+  with pytest.raises(base.DatasetError) as err:
+    mnist.load_mnist(str(tmp_path))
+  path = tmp_path / 't10k-labels-idx1-ubyte.gz'
+  assert one_line(err) == (
+      f'MNIST: {path} has labels 1..12; expected integer class labels 0..9'
+  )
+
+
+def test_mnist_idx_images_of_the_wrong_size_name_the_file(tmp_path):
+  arrays = list(tiny_mnist())
+  arrays[0] = np.zeros((3, 32, 32), np.uint8)
+  write_idx_files(tmp_path, arrays)
+  with pytest.raises(base.DatasetError) as err:
+    mnist.load_mnist(str(tmp_path))
+  path = tmp_path / 'train-images-idx3-ubyte.gz'
+  assert one_line(err) == (
+      f'MNIST: {path} has shape (3, 32, 32); expected (N, 28, 28)'
+  )
+
+
 # ------------------------------------------------------------------ CIFAR
 
 
@@ -223,6 +315,10 @@ def check_cifar10(data, images):
   np.testing.assert_array_equal(data.y_train[:2], labels)
   np.testing.assert_array_equal(data.y_train[-2:], images['data_batch_5'][1])
   np.testing.assert_allclose(data.x_test, images['test_batch'][0] / 255.0)
+  assert data.notes == (
+      'cifar10: test set = the official test_batch (3 images); train = 10'
+      ' images',
+  )
 
 
 def test_cifar_pixel_layout_hand_computed(tmp_path):
@@ -269,6 +365,106 @@ def test_cifar10_from_tarball_without_extracting(tmp_path, tarball):
   assert os.listdir(tmp_path) == [tarball]  # Nothing extracted.
   # The tarball's own path works too.
   check_cifar10(cifar.load_cifar10(str(tmp_path / tarball)), images)
+
+
+def check_cifar10_holdout(data, images, location):
+  """Without test_batch: data_batch_1-4 train, data_batch_5 is the test set."""
+  assert data.x_train.shape == (8, 32, 32, 3)
+  assert data.x_test.shape == (2, 32, 32, 3)
+  train = [images[f'data_batch_{i}'] for i in range(1, 5)]
+  np.testing.assert_allclose(
+      data.x_train, np.concatenate([x for x, _ in train]) / 255.0
+  )
+  np.testing.assert_array_equal(
+      data.y_train, np.concatenate([y for _, y in train])
+  )
+  np.testing.assert_allclose(data.x_test, images['data_batch_5'][0] / 255.0)
+  np.testing.assert_array_equal(data.y_test, images['data_batch_5'][1])
+  assert data.notes == (
+      f'cifar10: no test_batch in {location}, so data_batch_5 (2 images) is'
+      ' held out as the test set and training uses the other 4 batches (8'
+      ' images); accuracies are not comparable with results on the official'
+      ' test set',
+  )
+
+
+@pytest.mark.parametrize('layout', ['folder', 'direct'])
+def test_cifar10_without_test_batch_holds_out_data_batch_5(tmp_path, layout):
+  files, images = fake_cifar10_files()
+  del files['test_batch']
+  folder = tmp_path / 'cifar-10-batches-py' if layout == 'folder' else tmp_path
+  folder.mkdir(exist_ok=True)
+  for name, raw in files.items():
+    (folder / name).write_bytes(raw)
+  check_cifar10_holdout(cifar.load_cifar10(str(tmp_path)), images, folder)
+
+
+def test_cifar10_tarball_without_test_batch_holds_out_data_batch_5(tmp_path):
+  files, images = fake_cifar10_files()
+  del files['test_batch']
+  tarball = tmp_path / 'cifar-10-python.tar.gz'
+  write_tarball(tarball, 'cifar-10-batches-py', files)
+  check_cifar10_holdout(cifar.load_cifar10(str(tmp_path)), images, tarball)
+
+
+def test_cifar10_needs_all_five_train_batches(tmp_path):
+  files, _ = fake_cifar10_files()
+  del files['data_batch_5']
+  for name, raw in files.items():
+    (tmp_path / name).write_bytes(raw)
+  with pytest.raises(base.DatasetFileNotFoundError):
+    cifar.load_cifar10(str(tmp_path))
+
+
+def test_cifar100_still_needs_its_test_file(tmp_path):
+  imgs = np.zeros((1, 32, 32, 3), np.uint8)
+  folder = tmp_path / 'cifar-100-python'
+  folder.mkdir()
+  (folder / 'train').write_bytes(
+      cifar_batch(imgs, [1], b'fine_labels', {b'coarse_labels': [1]})
+  )
+  with pytest.raises(base.DatasetFileNotFoundError):
+    cifar.load_cifar100(str(tmp_path))
+
+
+_NAN_ROW = np.zeros((2, 3072), np.float32)
+_NAN_ROW[0, 5] = np.nan
+_BAD_CIFAR = {
+    'nan': ({b'data': _NAN_ROW, b'labels': [0, 1]},
+            'data contains NaN (1 of 6144 values); expected uint8 pixel values'
+            ' 0..255'),
+    'scaled': ({b'data': np.full((2, 3072), 0.25), b'labels': [0, 1]},
+               'data holds non-integer values (e.g. 0.25); expected uint8'
+               ' pixel values 0..255 (already scaled to [0, 1]?)'),
+    'shape': ({b'data': np.zeros((2, 32, 32, 3), np.uint8), b'labels': [0, 1]},
+              'data has shape (2, 32, 32, 3); expected (N, 3072)'),
+    'pixel_range': ({b'data': np.full((2, 3072), -1, np.int32),
+                     b'labels': [0, 1]},
+                    'data has values -1..-1; expected uint8 pixel values'
+                    ' 0..255'),
+    'label_range': ({b'data': np.zeros((2, 3072), np.uint8),
+                     b'labels': [3, 10]},
+                    'labels has labels 3..10; expected integer class labels'
+                    ' 0..9'),
+    'label_text': ({b'data': np.zeros((2, 3072), np.uint8),
+                    b'labels': [b'cat', b'dog']},
+                   'labels has dtype |S3; expected integer class labels'
+                   ' 0..9'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(_BAD_CIFAR))
+def test_cifar_bad_arrays_are_one_line_naming_the_batch(tmp_path, case):
+  files, _ = fake_cifar10_files()
+  batch, problem = _BAD_CIFAR[case]
+  files['data_batch_2'] = pickle.dumps(batch, protocol=2)
+  for name, raw in files.items():
+    (tmp_path / name).write_bytes(raw)
+  with pytest.raises(base.DatasetError) as err:
+    cifar.load_cifar10(str(tmp_path))
+  assert one_line(err) == (
+      f'CIFAR-10: {tmp_path / "data_batch_2"}: {problem}'
+  )
 
 
 def test_cifar100_fine_and_coarse_from_tarball(tmp_path):
@@ -337,7 +533,7 @@ def test_cifar_wrong_label_count_and_missing_key(tmp_path):
     (tmp_path / name).write_bytes(raw)
   with pytest.raises(base.DatasetError) as err:
     cifar.load_cifar10(str(tmp_path))
-  assert 'test_batch has 2 images but 1 labels' in one_line(err)
+  assert 'test_batch: labels holds 1 labels for 2 images' in one_line(err)
   (tmp_path / 'test_batch').write_bytes(pickle.dumps({b'data': 1}))
   with pytest.raises(base.DatasetError) as err:
     cifar.load_cifar10(str(tmp_path))
@@ -416,6 +612,16 @@ def test_array_dataset_checks_lengths():
   assert 'x_train has 3 examples but y_train has 2' in one_line(err)
 
 
+def test_array_dataset_notes_default_empty_and_must_be_one_line_strings():
+  args = ('ok', np.zeros((1, 2)), np.zeros(1), np.zeros((1, 2)), np.zeros(1), 2)
+  assert base.ArrayDataset(*args).notes == ()
+  assert base.ArrayDataset(*args, notes=('a note',)).notes == ('a note',)
+  for bad in (['a list'], ('two\nlines',), ('',), 'a string'):
+    with pytest.raises(base.DatasetError) as err:
+      base.ArrayDataset(*args, notes=bad)
+    assert 'ok: notes must be a tuple of non-empty one-line strings' in one_line(err)
+
+
 def _numbered(n_train: int, n_test: int, groups: bool = False) -> base.ArrayDataset:
   """x[i] = i (as a 1x1 'image'), y[i] = i % 3, optional groups i // 2."""
   def split(n):
@@ -439,6 +645,10 @@ def test_subsample_sizes_order_and_alignment():
   np.testing.assert_array_equal(small.train_groups, ids // 2)
   test_ids = small.x_test.reshape(-1).astype(int)
   assert len(test_ids) == 5
+  assert small.notes == (
+      'numbered: a seeded random subset (seed 7) of the examples: 10 of 100'
+      ' train and 5 of 40 test examples',
+  )
   np.testing.assert_array_equal(small.y_test, test_ids % 3)
   np.testing.assert_array_equal(small.test_groups, test_ids // 2)
 
