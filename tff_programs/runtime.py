@@ -1,31 +1,42 @@
-"""The TFF runtime, started and stopped deterministically.
+"""The TFF runtime, started and stopped deterministically, reachable only by its owner.
 
 TFF 0.87 runs every computation in a C++ `worker_binary` subprocess. Its stock
 executor factory starts that process lazily, lets it inherit the parent's
-stdout/stderr, and kills it only in a `__del__` that may never run: a worker that
-outlives Python keeps running and holds the parent's pipes open (a hung CI job).
+stdout/stderr, kills it only in a `__del__` that may never run, and lets it
+listen, unauthenticated, on every interface of the machine: anyone who can
+reach the port can make it run any TensorFlow graph (read and write files).
 
 This module owns the worker instead:
 
-* `LocalWorker` starts `worker_binary` with `PR_SET_PDEATHSIG` (Linux), so the
-  kernel ends it when the Python process dies for any reason, even SIGKILL; its
-  output goes to a log file, never to the parent's pipes; its environment carries a
+* `LocalWorker` starts `worker_binary` through `executor_sandbox` (a
+  stdlib-only launcher): the worker runs in a private network namespace that
+  has only loopback, so its port exists on no interface of this machine; the
+  driver talks to it through a Unix socket (0600, in a 0700 folder) that the
+  launcher relays to the worker's loopback port; the channel is trusted only
+  once the listener on the port is the worker's own socket and the worker is
+  alive. Where namespaces are not available, one line at start-up names the
+  port and the exposure; `isolation='required'` (`--require_private_executor`,
+  or FEDSUITE_EXECUTOR_ISOLATION=required) refuses to run so.
+* Lifetime: the driver holds a lifeline pipe to the launcher; when the driver
+  process dies (whatever thread started the worker, even by SIGKILL) the
+  launcher stops the worker, and the worker dies with the launcher. No
+  `preexec_fn` runs in the (multi-threaded) driver between fork and exec. The
+  worker logs to a file, never to the parent's pipes; its environment carries a
   tag (`FEDSUITE_WORKER_TAG`) so tests can find exactly the workers a run started.
 * `tff_runtime()` is a context manager that installs a TFF execution context backed
   by such a worker and shuts the worker down on exit, whether the block ends
   normally, by an exception or by Ctrl-C. An `atexit` hook covers notebooks that
   never leave the block.
-
-The worker listens on all interfaces (it accepts only `--port`); its port is picked
-at random and it lives only as long as the run. See README "Security".
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
+import json
 import os
+import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,14 +46,22 @@ import time
 from collections.abc import Iterator
 from typing import Optional
 
+from tff_programs import executor_sandbox
+
 WORKER_TAG_ENV = 'FEDSUITE_WORKER_TAG'
-_PR_SET_PDEATHSIG = 1
+ISOLATION_ENV = 'FEDSUITE_EXECUTOR_ISOLATION'
+ISOLATIONS = ('auto', 'required', 'off')
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
 _GRPC_OPTIONS = [
     ('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
     ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
     ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES),
 ]
+_START_TIMEOUT_S = 180.0
+
+
+class ExecutorError(RuntimeError):
+  """One-line failure to start the TFF executor (or refusal to run it exposed)."""
 
 
 def worker_binary_path() -> str:
@@ -54,17 +73,29 @@ def worker_binary_path() -> str:
   )
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child.
-  """preexec_fn: ask the kernel to SIGTERM this child when its parent dies."""
-  try:
-    libc = ctypes.CDLL('libc.so.6', use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-  except OSError:
-    pass  # Not Linux: rely on shutdown()/atexit.
+def default_isolation() -> str:
+  """FEDSUITE_EXECUTOR_ISOLATION (auto | required | off), default auto."""
+  value = os.environ.get(ISOLATION_ENV, 'auto').strip().lower() or 'auto'
+  if value not in ISOLATIONS:
+    raise ExecutorError(f'{ISOLATION_ENV}={value!r}: allowed: {", ".join(ISOLATIONS)}')
+  return value
+
+
+_warned_exposed: set[int] = set()
+
+
+def _warn_exposed(port: int, reason: str) -> None:
+  if port in _warned_exposed:
+    return
+  _warned_exposed.add(port)
+  print(f'warning: no private network namespace here ({reason}): the TFF executor listens on '
+        f'port {port} of every interface of this machine while the run lasts (unauthenticated; '
+        'it runs any TensorFlow graph it is sent). --require_private_executor refuses to run so.',
+        file=sys.stderr, flush=True)
 
 
 class LocalWorker:
-  """One `worker_binary` process, started on demand and stopped explicitly."""
+  """One `worker_binary` process (behind its launcher), started on demand and stopped explicitly."""
 
   def __init__(
       self,
@@ -72,77 +103,186 @@ class LocalWorker:
       max_concurrent_computation_calls: int = -1,
       log_path: Optional[str] = None,
       tag: Optional[str] = None,
+      isolation: Optional[str] = None,
+      command: Optional[list[str]] = None,
   ):
+    """Args:
+      max_concurrent_computation_calls: the worker's flag (-1: unlimited).
+      log_path: the worker's log file (default: a file in the temp folder).
+      tag: environment tag of the worker process (default: pid-time).
+      isolation: 'auto' (private network namespace if the machine allows it,
+        else run exposed with a warning), 'required' (refuse to run exposed) or
+        'off'; default from FEDSUITE_EXECUTOR_ISOLATION, else 'auto'.
+      command: the executor command without `--port` (tests use a stand-in);
+        default `worker_binary --max_concurrent_computation_calls=N`.
+    """
     self._max_concurrent = max_concurrent_computation_calls
     self._log_path = log_path
     self.tag = tag or f'{os.getpid()}-{time.monotonic_ns()}'
-    self._process: Optional[subprocess.Popen[bytes]] = None
+    self.isolation = isolation or default_isolation()
+    if self.isolation not in ISOLATIONS:
+      raise ExecutorError(f'isolation={self.isolation!r}: allowed: {", ".join(ISOLATIONS)}')
+    self._command = command
+    self._launcher: Optional[subprocess.Popen[bytes]] = None
+    self._lifeline: Optional[int] = None
+    self._folder: Optional[str] = None
     self._stub = None
+    self._channel = None
+    self.status: dict = {}
     self._lock = threading.Lock()
 
   @property
   def pid(self) -> Optional[int]:
-    return self._process.pid if self._process is not None else None
+    """The worker_binary process id (None when not running)."""
+    return self.status.get('worker_pid') if self._launcher is not None else None
+
+  @property
+  def port(self) -> Optional[int]:
+    """The worker's TCP port (inside its private namespace when `isolated`)."""
+    return self.status.get('port') if self._launcher is not None else None
+
+  @property
+  def isolated(self) -> bool:
+    return bool(self.status.get('isolated'))
+
+  @property
+  def launcher_pid(self) -> Optional[int]:
+    return self._launcher.pid if self._launcher is not None else None
+
+  @property
+  def socket_path(self) -> Optional[str]:
+    return os.path.join(self._folder, 'executor.sock') if self._folder else None
+
+  def _alive(self) -> bool:
+    if self._launcher is None or self._launcher.poll() is not None:
+      return False
+    try:
+      os.kill(self.status['worker_pid'], 0)
+    except (OSError, KeyError):
+      return False
+    return True
 
   def get_stub(self):
     """Returns a ready gRPC stub, (re)starting the worker if it is not running."""
-    import grpc  # pylint: disable=g-import-not-at-top
-    import portpicker  # pylint: disable=g-import-not-at-top
-    from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub  # pylint: disable=g-import-not-at-top
-
     with self._lock:
-      if self._stub is not None and self._stub.is_ready:
+      if self._stub is not None and self._alive() and self._stub.is_ready:
         return self._stub
       self._stop_process()
-      port = portpicker.pick_unused_port()
-      log_path = self._log_path or os.path.join(
-          tempfile.gettempdir(), f'fedsuite_worker_{self.tag}.log'
-      )
-      env = dict(os.environ, **{WORKER_TAG_ENV: self.tag})
-      with open(log_path, 'ab') as log:
-        self._process = subprocess.Popen(
-            [
-                worker_binary_path(),
-                f'--port={port}',
-                f'--max_concurrent_computation_calls={self._max_concurrent}',
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-            preexec_fn=_die_with_parent if sys.platform == 'linux' else None,
-            close_fds=True,
-        )
-      channel = grpc.insecure_channel(f'localhost:{port}', _GRPC_OPTIONS)
-      self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
-      deadline = time.monotonic() + 60
-      while not self._stub.is_ready:
-        if self._process.poll() is not None:
-          raise RuntimeError(
-              f'TFF worker_binary exited with code {self._process.returncode};'
-              f' see {log_path}'
-          )
-        if time.monotonic() > deadline:
-          self._stop_process()
-          raise RuntimeError(f'TFF worker_binary did not start; see {log_path}')
-        time.sleep(0.05)
+      self._start()
       return self._stub
 
-  def _stop_process(self) -> None:
-    process, self._process, self._stub = self._process, None, None
-    if process is None or process.poll() is not None:
-      return
-    process.send_signal(signal.SIGINT)
+  def _start(self) -> None:
+    import grpc  # pylint: disable=g-import-not-at-top
+    from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub  # pylint: disable=g-import-not-at-top
+
+    log_path = self._log_path or os.path.join(
+        tempfile.gettempdir(), f'fedsuite_worker_{self.tag}.log')
+    self._folder = tempfile.mkdtemp(prefix='fedsuite_executor_')  # mode 0700
+    lifeline_r, self._lifeline = os.pipe()  # Not inherited by other children.
+    status_r, status_w = os.pipe()
+    command = self._command or [
+        worker_binary_path(),
+        f'--max_concurrent_computation_calls={self._max_concurrent}']
+    env = dict(os.environ, **{WORKER_TAG_ENV: self.tag})
+    with open(log_path, 'ab') as log:
+      self._launcher = subprocess.Popen(
+          [sys.executable, '-I', os.path.abspath(executor_sandbox.__file__),
+           f'--socket={self.socket_path}', f'--lifeline_fd={lifeline_r}',
+           f'--status_fd={status_w}', f'--log={log_path}',
+           f'--isolation={"off" if self.isolation == "off" else "auto"}', '--', *command],
+          stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, close_fds=True,
+          pass_fds=(lifeline_r, status_w))
+    os.close(lifeline_r)
+    os.close(status_w)
     try:
-      process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-      process.kill()
-      process.wait(timeout=5)
+      self.status = self._read_status(status_r, log_path)
+    finally:
+      os.close(status_r)
+    if not self.status.get('ok'):
+      self._stop_process()
+      raise ExecutorError(f'TFF executor did not start: {self.status.get("error")}; see {log_path}')
+    if not self.status['isolated']:
+      if self.isolation == 'required':
+        reason = self.status.get('reason')
+        self._stop_process()
+        raise ExecutorError(
+            f'--require_private_executor: no private network namespace on this machine ({reason}); '
+            'the TFF executor would listen on every interface')
+      if self.isolation == 'auto':
+        _warn_exposed(self.status['port'], self.status.get('reason', ''))
+    self._channel = grpc.insecure_channel(f'unix:{self.socket_path}', _GRPC_OPTIONS)
+    self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(self._channel)
+    deadline = time.monotonic() + 60
+    while not self._stub.is_ready:
+      if not self._alive() or time.monotonic() > deadline:
+        self._stop_process()
+        raise ExecutorError(f'TFF executor stopped before its channel was ready; see {log_path}')
+      time.sleep(0.05)
+    if not self._alive():  # Alive after the channel turned ready, too.
+      self._stop_process()
+      raise ExecutorError(f'TFF executor exited after its channel was ready; see {log_path}')
+
+  def _read_status(self, fd: int, log_path: str) -> dict:
+    """The launcher's one JSON status line (or an error if it exits without one)."""
+    sel = selectors.DefaultSelector()
+    sel.register(fd, selectors.EVENT_READ)
+    data = b''
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    try:
+      while b'\n' not in data:
+        if time.monotonic() > deadline:
+          return {'ok': False, 'error': f'no answer from the launcher in {_START_TIMEOUT_S:.0f} s'}
+        if sel.select(timeout=0.5):
+          chunk = os.read(fd, 4096)
+          if not chunk:
+            break
+          data += chunk
+    finally:
+      sel.close()
+    if not data.strip():
+      code = self._launcher.wait(timeout=10)
+      return {'ok': False, 'error': f'the launcher exited with code {code}'}
+    return json.loads(data.splitlines()[0])
+
+  def _stop_process(self) -> None:
+    launcher, self._launcher = self._launcher, None
+    worker_pid = self.status.get('worker_pid')
+    self._stub = None
+    if self._channel is not None:
+      self._channel.close()
+      self._channel = None
+    if self._lifeline is not None:
+      os.close(self._lifeline)  # The launcher stops the worker and exits.
+      self._lifeline = None
+    if launcher is not None:
+      try:
+        launcher.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        launcher.kill()  # The worker gets SIGKILL with it (PR_SET_PDEATHSIG).
+        launcher.wait(timeout=5)
+    if worker_pid is not None:
+      _wait_gone(worker_pid, timeout=10)
+    if self._folder is not None:
+      shutil.rmtree(self._folder, ignore_errors=True)
+      self._folder = None
 
   def shutdown(self) -> None:
     """Stops the worker process (idempotent)."""
     with self._lock:
       self._stop_process()
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+  """Waits until `pid` has exited (a zombie awaiting its reaper counts as gone)."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    try:
+      with open(f'/proc/{pid}/stat') as f:
+        if f.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X'):
+          return
+    except OSError:
+      return
+    time.sleep(0.02)
 
 
 def _executor_factory(worker: LocalWorker, default_num_clients: int = 0):
@@ -217,7 +357,8 @@ def install_default_context() -> LocalWorker:
 
 @contextlib.contextmanager
 def tff_runtime(
-    *, max_concurrent_computation_calls: int = -1, log_path: Optional[str] = None
+    *, max_concurrent_computation_calls: int = -1, log_path: Optional[str] = None,
+    isolation: Optional[str] = None,
 ) -> Iterator[LocalWorker]:
   """Installs a TFF execution context for the block; stops its worker on exit.
 
@@ -225,6 +366,11 @@ def tff_runtime(
     with tff_runtime():
       state = process.initialize()  # worker starts lazily here
     # worker_binary is gone here, whatever happened inside the block.
+
+  Args:
+    max_concurrent_computation_calls: the worker's flag (-1: unlimited).
+    log_path: the worker's log file.
+    isolation: 'auto' | 'required' | 'off' (see `LocalWorker`).
 
   Yields:
     The `LocalWorker` (its `tag` identifies the process in tests).
@@ -234,6 +380,7 @@ def tff_runtime(
   worker = LocalWorker(
       max_concurrent_computation_calls=max_concurrent_computation_calls,
       log_path=log_path,
+      isolation=isolation,
   )
   _live_workers.add(worker)
   previous = context_stack_impl.context_stack.current
