@@ -74,3 +74,86 @@ def test_checkpoint_streams_a_spilling_store_and_restores_into_one(tmp_path):
   assert loaded is restored and len(restored) == 6 and restored.spilled
   for i in range(6):
     assert_same(restored[f'c{i}'], state(i))
+
+
+def test_a_new_store_never_reads_the_spills_of_an_earlier_one(tmp_path):
+  old = client_states.ClientStateStore(template, directory=str(tmp_path), memory_budget_bytes=50)
+  for i in range(3):
+    old[f'c{i}'] = state(i)      # c0, c1 spilled
+  (tmp_path / 'c2.npz.tmp').write_bytes(b'interrupted spill')
+  (tmp_path / 'other.txt').write_text('not a spill')
+  # The earlier store is dropped without close() (a killed run).
+  new = client_states.ClientStateStore(template, directory=str(tmp_path), memory_budget_bytes=50)
+  assert len(new) == 0 and 'c0' not in new and not new.spilled
+  with pytest.raises(KeyError):
+    new['c0']
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['other.txt']
+
+
+def test_close_deletes_the_spills_and_the_directory_it_created(tmp_path):
+  spill = tmp_path / 'spill'
+  store = client_states.ClientStateStore(template, directory=str(spill), memory_budget_bytes=50)
+  for i in range(4):
+    store[f'c{i}'] = state(i)
+  assert sorted(p.name for p in spill.iterdir()) == ['c0.npz', 'c1.npz', 'c2.npz']
+  store.close()
+  store.close()                  # idempotent
+  assert not spill.exists() and list(tmp_path.iterdir()) == []
+  with pytest.raises(RuntimeError, match='closed'):
+    store['c3']
+
+
+def test_close_keeps_a_directory_it_did_not_create_and_others_files(tmp_path):
+  (tmp_path / 'keep.txt').write_text('x')
+  store = client_states.ClientStateStore(template, directory=str(tmp_path), memory_budget_bytes=50)
+  for i in range(3):
+    store[f'c{i}'] = state(i)
+  store.close()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['keep.txt']
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  client_states.ClientStateStore(template, directory=str(empty), memory_budget_bytes=50).close()
+  assert empty.is_dir()
+
+
+def test_leaving_a_with_block_closes_the_store_also_on_interrupt(tmp_path):
+  spill = tmp_path / 'spill'
+  with pytest.raises(KeyboardInterrupt):
+    with client_states.ClientStateStore(template, directory=str(spill), memory_budget_bytes=50) as store:
+      for i in range(4):
+        store[f'c{i}'] = state(i)
+      assert len(list(spill.iterdir())) == 3
+      raise KeyboardInterrupt
+  assert not spill.exists()
+
+
+def test_a_failed_spill_loses_no_state(tmp_path, monkeypatch):
+  store = client_states.ClientStateStore(template, directory=str(tmp_path), memory_budget_bytes=100)
+  store['c0'] = state(0)
+  store['c1'] = state(1)
+
+  def full_disk(f, *arrays):
+    f.write(b'partial')
+    raise OSError('No space left on device')
+
+  monkeypatch.setattr(client_states.np, 'savez', full_disk)
+  with pytest.raises(OSError, match='No space left'):
+    store['c2'] = state(2)       # 120 bytes > 100: c0 would spill
+  monkeypatch.undo()
+  assert list(store) == ['c0', 'c1', 'c2'] and not store.spilled
+  for i in range(3):
+    assert_same(store[f'c{i}'], state(i))
+  assert list(tmp_path.iterdir()) == []  # no half-written .tmp
+
+
+def test_clear_deletes_spills_without_reading_them_back(tmp_path, monkeypatch):
+  store = client_states.ClientStateStore(template, directory=str(tmp_path), memory_budget_bytes=50)
+  for i in range(4):
+    store[f'c{i}'] = state(i)
+
+  def no_reads(*args, **kwargs):
+    raise AssertionError('clear() read a spilled state back')
+
+  monkeypatch.setattr(client_states.np, 'load', no_reads)
+  store.clear()
+  assert len(store) == 0 and store.bytes_in_memory == 0 and list(tmp_path.iterdir()) == []
