@@ -3,10 +3,20 @@
 A checkpoint of round k is
   checkpoints/program_state_<k>/     `tff.program.FileProgramStateManager`:
                                       OrderedDict(round, sampler, server_state)
-  checkpoints/client_states_<k>.npz  private client states (FedPer), if any.
+  checkpoints/client_states_<k>.npz  private client states (FedPer, FedGKT), if any.
 The client-state file is written (atomically) before the program state, so a
-version that `load_latest` sees always has its client states. Old versions are
-pruned together (`keep_total`).
+complete save of round k always has both. Old versions are pruned together
+(`keep_total`).
+
+Resuming (`load_latest`) takes the newest *readable* version: a version whose
+files are truncated or corrupted (a full disk, a copy cut short, a crash of
+the file system), or that lacks the client states its algorithm keeps, is
+skipped with one warning line, and the run goes on from the version before.
+Redoing the skipped rounds replaces their unreadable files.
+
+Temporary files of an interrupted save (`client_states_<k>.npz.tmp`, TFF's
+`program_state_<k>_temp<nnnn>/` folders) and client-state files without their
+program state are removed when a manager opens the folder.
 """
 
 from __future__ import annotations
@@ -15,20 +25,46 @@ import asyncio
 import collections
 import os
 import re
+import shutil
 import zipfile
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
+from absl import logging
 
 _PREFIX = 'program_state_'
 _CLIENT_FILE = re.compile(r'^client_states_(\d+)\.npz$')
+# `tff.program.FileProgramStateManager` saves into `<prefix><k>_temp<random>`
+# and renames it (file_utils.write_saved_model); `_save_client_states` writes
+# `<file>.tmp` and renames it. Either is left behind by an interrupted save.
+_STALE = re.compile(r'^(' + _PREFIX + r'\d+_temp\d+|client_states_\d+\.npz\.tmp)$')
+
+
+class CheckpointError(ValueError):
+  """A one-line error about a checkpoint that cannot be used."""
+
+
+class Restored(NamedTuple):
+  """A loaded checkpoint: the round it ends with and what the loop needs."""
+
+  round_num: int
+  server_state: Any
+  client_states: MutableMapping[str, Any]
+  seed: int
 
 
 def _run(coro):
   return asyncio.run(coro)
+
+
+def _reason(error: BaseException) -> str:
+  """`Type: first line of the message`, at most 200 characters (for one log line)."""
+  lines = str(error).strip().splitlines()
+  text = type(error).__name__ + (f': {lines[0]}' if lines else '')
+  return text if len(text) <= 200 else text[:197] + '...'
 
 
 class CheckpointManager:
@@ -40,13 +76,19 @@ class CheckpointManager:
     self._states = tff.program.FileProgramStateManager(
         directory, prefix=_PREFIX, keep_total=keep_total, keep_first=False
     )
+    self._unreadable: set[int] = set()  # versions `load_latest` skipped
+    self._remove_stale_files()
 
   def versions(self) -> list[int]:
     return _run(self._states.get_versions()) or []
 
   def latest_round(self) -> Optional[int]:
+    """The newest saved round, readable or not (`load_latest` checks)."""
     versions = self.versions()
     return versions[-1] if versions else None
+
+  def _client_path(self, round_num: int) -> str:
+    return os.path.join(self.directory, f'client_states_{round_num}.npz')
 
   def save(
       self,
@@ -56,20 +98,28 @@ class CheckpointManager:
       seed: int,
       client_states: Optional[Mapping[str, Any]] = None,
   ) -> None:
-    """Saves round `round_num` (overwrites nothing; a saved round is skipped)."""
+    """Saves round `round_num`.
+
+    A round already saved is skipped, unless `load_latest` found it
+    unreadable: then its files are replaced.
+    """
     if round_num in self.versions():
-      return
-    if client_states is not None:
-      _save_client_states(
-          os.path.join(self.directory, f'client_states_{round_num}.npz'),
-          client_states,
+      if round_num not in self._unreadable:
+        return
+      shutil.rmtree(os.path.join(self.directory, f'{_PREFIX}{round_num}'))
+    self._unreadable.discard(round_num)
+    try:
+      if client_states is not None:
+        _save_client_states(self._client_path(round_num), client_states)
+      program_state = collections.OrderedDict(
+          round=np.int64(round_num),
+          sampler=collections.OrderedDict(seed=np.int64(seed), round=np.int64(round_num)),
+          server_state=server_state,
       )
-    program_state = collections.OrderedDict(
-        round=np.int64(round_num),
-        sampler=collections.OrderedDict(seed=np.int64(seed), round=np.int64(round_num)),
-        server_state=server_state,
-    )
-    _run(self._states.save(program_state, round_num))
+      _run(self._states.save(program_state, round_num))
+    except BaseException:
+      self._remove_stale_files()
+      raise
     self._prune_client_states()
 
   def load(
@@ -81,7 +131,13 @@ class CheckpointManager:
   ) -> tuple[Any, MutableMapping[str, Any], int]:
     """Returns (server_state, client_states, sampler_seed) saved at `round_num`.
 
-    Client states are put into `into` (a dict by default).
+    Client states (read when `client_template` is given) are put into `into`
+    (a dict by default).
+
+    Raises:
+      CheckpointError: `client_template` is given but the version has no
+        client-state file (its clients would silently restart from scratch).
+      Exception: whatever TF, zipfile or numpy raise on unreadable files.
     """
     template = collections.OrderedDict(
         round=np.int64(0),
@@ -90,14 +146,59 @@ class CheckpointManager:
     )
     program_state = _run(self._states.load(round_num, template))
     client_states = into if into is not None else {}
-    path = os.path.join(self.directory, f'client_states_{round_num}.npz')
-    if client_template is not None and os.path.exists(path):
+    if client_template is not None:
+      path = self._client_path(round_num)
+      if not os.path.exists(path):
+        raise CheckpointError(
+            f'checkpoint of round {round_num} has no client states ({path} is missing)')
       _load_client_states(path, client_template, client_states)
     return (
         program_state['server_state'],
         client_states,
         int(program_state['sampler']['seed']),
     )
+
+  def load_latest(
+      self,
+      server_template: Any,
+      client_template: Optional[Callable[[str], Any]] = None,
+      into: Optional[MutableMapping[str, Any]] = None,
+  ) -> Optional[Restored]:
+    """Loads the newest readable version; None when nothing is saved.
+
+    An unreadable version (truncated or corrupted files, a client-state file
+    missing or damaged while `client_template` is given, a structure unlike
+    the templates) is skipped with one warning line naming it and why; the
+    next save of that round replaces it. With `client_template`, `into` (a
+    dict by default) is emptied before each try, so it ends up holding
+    exactly the loaded version's client states.
+
+    Raises:
+      CheckpointError: versions exist but none is readable.
+    """
+    versions = self.versions()
+    if not versions:
+      return None
+    client_states = into if into is not None else {}
+    newest_reason = None
+    for round_num in reversed(versions):
+      if client_template is not None:
+        client_states.clear()
+      try:
+        state, client_states, seed = self.load(
+            round_num, server_template, client_template, into=client_states)
+      except Exception as e:  # pylint: disable=broad-except
+        reason = _reason(e)
+        newest_reason = newest_reason or f'round {round_num}: {reason}'
+        self._unreadable.add(round_num)
+        logging.warning('Skipping the checkpoint of round %d in %s (unreadable: %s)',
+                        round_num, self.directory, reason)
+        continue
+      return Restored(round_num, state, client_states, seed)
+    if client_template is not None:
+      client_states.clear()
+    raise CheckpointError(
+        f'no readable checkpoint in {self.directory} (rounds {versions}; {newest_reason})')
 
   def _prune_client_states(self) -> None:
     keep = set(self.versions())
@@ -106,17 +207,35 @@ class CheckpointManager:
       if match and int(match.group(1)) not in keep:
         os.remove(os.path.join(self.directory, name))
 
+  def _remove_stale_files(self) -> None:
+    """Removes what interrupted saves leave: temp files/folders, and
+    client-state files whose program state was never written."""
+    for name in os.listdir(self.directory):
+      if _STALE.match(name):
+        path = os.path.join(self.directory, name)
+        if os.path.isdir(path):
+          shutil.rmtree(path, ignore_errors=True)
+        else:
+          os.remove(path)
+    self._prune_client_states()
+
 
 def _save_client_states(path: str, client_states: Mapping[str, Any]) -> None:
   """Writes an .npz (a zip of .npy) one array at a time: a store that spills to
-  disk is streamed, never loaded whole."""
+  disk is streamed, never loaded whole. Nothing is left at `path` or beside it
+  if writing fails."""
   tmp = f'{path}.tmp'
-  with zipfile.ZipFile(tmp, 'w', allowZip64=True) as archive:
-    for client_id in client_states:
-      for i, leaf in enumerate(tf.nest.flatten(client_states[client_id])):
-        with archive.open(f'{client_id}/{i}.npy', 'w', force_zip64=True) as f:
-          np.lib.format.write_array(f, np.asarray(leaf), allow_pickle=False)
-  os.replace(tmp, path)
+  try:
+    with zipfile.ZipFile(tmp, 'w', allowZip64=True) as archive:
+      for client_id in client_states:
+        for i, leaf in enumerate(tf.nest.flatten(client_states[client_id])):
+          with archive.open(f'{client_id}/{i}.npy', 'w', force_zip64=True) as f:
+            np.lib.format.write_array(f, np.asarray(leaf), allow_pickle=False)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def _load_client_states(
