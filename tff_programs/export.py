@@ -20,8 +20,12 @@ import sys
 from collections.abc import Callable
 from typing import Any, Optional
 
-import numpy as np
-import tensorflow as tf
+if __name__ == '__main__':  # Before TensorFlow: quiet its C++ start-up logging.
+  from tff_programs import quiet_tf  # pylint: disable=g-import-not-at-top
+  quiet_tf.silence_cpp_logs(sys.argv)
+
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MAX_ACCURACY_GAP = 0.005  # TFLite must match Keras within 0.5 points.
 

@@ -47,7 +47,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Optional
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from tff_programs import quiet_tf  # pylint: disable=g-bad-import-order  (before TensorFlow)
+
+quiet_tf.silence_cpp_logs(sys.argv)
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 

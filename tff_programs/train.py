@@ -18,7 +18,9 @@ import os
 import signal
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from tff_programs import quiet_tf  # pylint: disable=g-bad-import-order  (before TensorFlow)
+
+quiet_tf.silence_cpp_logs(sys.argv)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
