@@ -48,6 +48,10 @@ paper's words and the reference preprocessing (LEAF's, from Google) differ:
   the paper say "at least two"; with >= 3 lines this parser finds 1,149 roles
   (LEAF's own parse 1,147, plus misparses such as roles 'COMMERCIALLY' and
   'MRS' = Mistress Page and Ford merged, and 'LUCIUS' SERVANT' etc. missing).
+  `min_role_lines` chooses: 2 (default, the paper's words: 1,215 clients) or
+  3 (the reference's rule: 1,149 clients, 3,359,233 train / 847,720 test
+  characters in 81,899 / 21,034 lines). A run's `notes` and
+  `paper_comparison` give the counts next to the paper's.
 * Characters: the reference keeps stage directions and runs of spaces inside
   role lines ('Enter PAROLLES' lines, '      Exit' tails): emulating it gives
   4,440,389 characters in all (paper 4,434,593, +0.13%); without them, here,
@@ -72,10 +76,11 @@ is padded with PAD_ID in both x and y, so y is PAD_ID where there is no target
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -93,6 +98,19 @@ VOCAB_SIZE = NUM_SPECIAL_IDS + NUM_CHARACTERS  # 258 = models.lstm's V.
 PAPER_NUM_CLIENTS = 1146
 PAPER_TRAIN_CHARS = 3_564_579
 PAPER_TEST_CHARS = 870_014
+
+# Which roles become clients: those with at least this many lines. The paper:
+# "each speaking role in each play with at least two lines" (2, the default);
+# the reference preprocessing (LEAF's, from Google) skips roles with <= 2
+# lines, i.e. keeps >= 3. A role needs 2 lines: one to train, one to test.
+MIN_ROLE_LINES = 2
+REFERENCE_MIN_ROLE_LINES = 3
+
+# Clients this parser finds in the real January 1994 100.txt (sha256
+# c5601d266987ac885ca96522b1b4e439feb7eca39f0fe1111f7342b63b6468f3), by
+# min_role_lines: the Shakespeare presets' --num_clients must be one of these
+# (checked on fake text with these counts by tests/tff_programs/test_configs).
+GUTENBERG_1994_CLIENTS = {MIN_ROLE_LINES: 1215, REFERENCE_MIN_ROLE_LINES: 1149}
 
 FILE_NAMES = ('100.txt', 'pg100.txt')
 VARIANTS = ('by_role', 'iid')
@@ -262,25 +280,48 @@ def _works(text: str) -> list[tuple[str, list[str]]]:
   return works
 
 
-def parse_plays(text: str) -> list[tuple[str, str, list[str]]]:
-  """Every speaking role with >= 2 lines, in file order.
+def check_min_role_lines(min_role_lines: int) -> int:
+  """Returns `min_role_lines` if valid (an integer >= 2), else one line why."""
+  if (
+      isinstance(min_role_lines, bool)
+      or not isinstance(min_role_lines, (int, np.integer))
+      or min_role_lines < 2
+  ):
+    raise base.DatasetError(
+        f'min_role_lines={min_role_lines!r}: must be an integer >= 2 (a role'
+        f' needs a train and a test line); {MIN_ROLE_LINES} = the paper,'
+        f' {REFERENCE_MIN_ROLE_LINES} = the reference preprocessing'
+    )
+  return int(min_role_lines)
+
+
+def parse_plays(
+    text: str, *, min_role_lines: int = MIN_ROLE_LINES
+) -> list[tuple[str, str, list[str]]]:
+  """Every speaking role with >= `min_role_lines` lines, in file order.
 
   Args:
     text: The whole of the January 1994 `100.txt` (or a file in its layout).
+    min_role_lines: Keep roles with at least this many lines: 2 (the paper)
+      or 3 (the reference preprocessing); see `MIN_ROLE_LINES`.
 
   Returns:
     (play title, role name, the role's lines in order) per role with at least
-    two lines; roles are per play (HAMLET of Hamlet is one role), ordered by
-    play, then by first speech within the play. Sonnets and poems, stage
-    directions, the Gutenberg header/footer and copyright notices are
+    `min_role_lines` lines; roles are per play (HAMLET of Hamlet is one role),
+    ordered by play, then by first speech within the play. Sonnets and poems,
+    stage directions, the Gutenberg header/footer and copyright notices are
     excluded (see the module docstring). Empty if no play is found.
+
+  Raises:
+    DatasetError: min_role_lines is not an integer >= 2.
   """
+  min_role_lines = check_min_role_lines(min_role_lines)
   result = []
   for title, lines in _works(text):
     if not any(_ACT_RE.match(l) for l in lines):
       continue  # The Sonnets, A Lover's Complaint: no speaking roles.
     for role, role_lines in _parse_play(lines).items():
-      if len(role_lines) >= 2:
+      if len(role_lines) >= min_role_lines:
         result.append((title, role, role_lines))
   return result
 
@@ -320,21 +361,8 @@ def role_text(lines: Sequence[str]) -> str:
   return ''.join(line + '\n' for line in lines)
 
 
-def statistics(text: str) -> dict[str, int]:
-  """The dataset's size, to report against the paper's.
-
-  Characters are counted as in `role_text`: a line's characters plus its
-  newline (the count that best matches the paper; see the module docstring).
-
-  Args:
-    text: The whole `100.txt`.
-
-  Returns:
-    num_plays, num_clients (roles with >= 2 lines), train_lines, test_lines,
-    train_chars, test_chars, train_sequences, test_sequences (chunks of 81
-    characters per client, as in `load_shakespeare`).
-  """
-  roles = parse_plays(text)
+def _statistics(roles: Sequence[tuple[str, str, Sequence[str]]]) -> dict[str, int]:
+  """`statistics` of already parsed roles."""
   stats = dict.fromkeys(
       ('train_lines', 'test_lines', 'train_chars', 'test_chars',
        'train_sequences', 'test_sequences'),
@@ -351,6 +379,118 @@ def statistics(text: str) -> dict[str, int]:
       'num_clients': len(roles),
       **stats,
   }
+
+
+def statistics(
+    text: str, *, min_role_lines: int = MIN_ROLE_LINES
+) -> dict[str, int]:
+  """The dataset's size, to report against the paper's.
+
+  Characters are counted as in `role_text`: a line's characters plus its
+  newline (the count that best matches the paper; see the module docstring).
+
+  Args:
+    text: The whole `100.txt`.
+    min_role_lines: As in `parse_plays`.
+
+  Returns:
+    num_plays, num_clients (roles with >= min_role_lines lines), train_lines,
+    test_lines, train_chars, test_chars, train_sequences, test_sequences
+    (chunks of 81 characters per client, as in `load_shakespeare`).
+  """
+  return _statistics(parse_plays(text, min_role_lines=min_role_lines))
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperCount:
+  """One count of the dataset next to the FedAvg paper's.
+
+  Attributes:
+    quantity: 'clients', 'train lines', 'test lines', 'train characters' or
+      'test characters'.
+    ours: The count in the data read.
+    paper: The paper's count, or None where the paper gives none (lines).
+  """
+
+  quantity: str
+  ours: int
+  paper: Optional[int]
+
+  def describe(self) -> str:
+    """'1,215 clients (paper: 1,146, +6.0%)'; '(paper: not given)'."""
+    if self.paper is None:
+      paper = 'not given'
+    else:
+      paper = f'{self.paper:,}, {self.ours / self.paper - 1:+.1%}'
+    return f'{self.ours:,} {self.quantity} (paper: {paper})'
+
+
+def paper_counts(stats: Mapping[str, int]) -> tuple[PaperCount, ...]:
+  """Clients, lines and characters of `stats` next to the paper's numbers.
+
+  Args:
+    stats: A `statistics` result.
+
+  Returns:
+    PaperCounts of clients, train/test lines (the paper gives none) and
+    train/test characters, in this order.
+  """
+  return (
+      PaperCount('clients', stats['num_clients'], PAPER_NUM_CLIENTS),
+      PaperCount('train lines', stats['train_lines'], None),
+      PaperCount('test lines', stats['test_lines'], None),
+      PaperCount('train characters', stats['train_chars'], PAPER_TRAIN_CHARS),
+      PaperCount('test characters', stats['test_chars'], PAPER_TEST_CHARS),
+  )
+
+
+def paper_comparison(
+    data_dir: str, *, min_role_lines: int = MIN_ROLE_LINES
+) -> tuple[PaperCount, ...]:
+  """Reads `100.txt` and returns its counts next to the paper's.
+
+  For an entry point to print (`count.describe()` per line); a loaded
+  dataset's `notes` carry the same numbers on one line.
+
+  Args:
+    data_dir: Directory holding `100.txt` (or `pg100.txt`), or that file.
+    min_role_lines: As in `parse_plays`.
+
+  Returns:
+    `paper_counts` of the file. On the real 1994 file with min_role_lines=2:
+    1,215 clients (paper 1,146), 81,965 / 21,100 lines, 3,361,476 / 849,805
+    characters (paper 3,564,579 / 870,014).
+
+  Raises:
+    DatasetError, DatasetFileNotFoundError: as `load_shakespeare`.
+  """
+  min_role_lines = check_min_role_lines(min_role_lines)
+  path = _find_file(base.require_data_dir(data_dir, 'shakespeare'))
+  text = _read_text(path)
+  return paper_counts(statistics(text, min_role_lines=min_role_lines))
+
+
+def _notes(
+    name: str, min_role_lines: int, counts: Sequence[PaperCount]
+) -> tuple[str, ...]:
+  """The dataset's notes: which roles count, the counts vs the paper."""
+  if min_role_lines == MIN_ROLE_LINES:
+    rule = "the paper's rule"
+  elif min_role_lines == REFERENCE_MIN_ROLE_LINES:
+    rule = "the reference preprocessing's rule"
+  else:
+    rule = (
+        f'the paper: >= {MIN_ROLE_LINES}, the reference preprocessing:'
+        f' >= {REFERENCE_MIN_ROLE_LINES}'
+    )
+  clients = (
+      'one client per role' if name == 'shakespeare'
+      else 'as many clients as roles'
+  )
+  return (
+      f'{name}: {clients} with >= {min_role_lines} lines ({rule})',
+      f'{name} vs the paper: ' + '; '.join(c.describe() for c in counts),
+  )
 
 
 # ----------------------------------------------------------- vocabulary
@@ -488,24 +628,35 @@ def _deal(num: int, num_clients: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def load_shakespeare(
-    data_dir: Optional[str], *, variant: str = 'by_role', seed: int = 0
+    data_dir: Optional[str],
+    *,
+    variant: str = 'by_role',
+    seed: int = 0,
+    min_role_lines: int = MIN_ROLE_LINES,
 ) -> base.ArrayDataset:
   """Loads FedAvg's Shakespeare from the Gutenberg text.
 
   Args:
     data_dir: Directory holding `100.txt` (or `pg100.txt`), or that file.
-    variant: 'by_role' (one group per role with >= 2 lines: its first 80% of
-      lines train, the rest test) or 'iid' (as many groups, the same train and
-      test sequences shuffled with `seed` and dealt out equally).
+    variant: 'by_role' (one group per role with >= min_role_lines lines: its
+      first 80% of lines train, the rest test) or 'iid' (as many groups, the
+      same train and test sequences shuffled with `seed` and dealt out
+      equally).
     seed: Seed of the 'iid' shuffle; unused by 'by_role'.
+    min_role_lines: Roles with fewer lines are dropped: 2 (the paper's words,
+      1,215 clients on the real file) or 3 (the reference preprocessing's
+      rule, 1,149 clients; the paper reports 1,146).
 
   Returns:
     ArrayDataset 'shakespeare' / 'shakespeare_iid': x and y int32 (N, 80),
-    num_classes VOCAB_SIZE, train_groups / test_groups (int64 group ids) and
-    group_names ('PLAY/ROLE' for 'by_role', 'iid_0000', ... for 'iid').
+    num_classes VOCAB_SIZE, train_groups / test_groups (int64 group ids),
+    group_names ('PLAY/ROLE' for 'by_role', 'iid_0000', ... for 'iid') and
+    two notes: the role rule, and the clients, lines and characters next to
+    the paper's (`paper_counts`).
 
   Raises:
-    DatasetError: data_dir is None, unknown variant, or no play in the file.
+    DatasetError: data_dir is None, unknown variant, bad min_role_lines, or
+      no role with enough lines in the file.
     DatasetFileNotFoundError: no 100.txt / pg100.txt in data_dir.
   """
   if variant not in VARIANTS:
@@ -513,9 +664,17 @@ def load_shakespeare(
         f'unknown Shakespeare variant {variant!r}; allowed:'
         f' {", ".join(VARIANTS)}'
     )
+  min_role_lines = check_min_role_lines(min_role_lines)
   name = 'shakespeare' if variant == 'by_role' else 'shakespeare_iid'
   path = _find_file(base.require_data_dir(data_dir, name))
-  roles = parse_plays(_read_text(path))
+  text = _read_text(path)
+  roles = parse_plays(text, min_role_lines=min_role_lines)
+  if not roles and parse_plays(text):
+    raise base.DatasetError(
+        f'Shakespeare: no role in {path} has >= {min_role_lines} lines'
+        f' (min_role_lines={min_role_lines}); lower it'
+        f' ({MIN_ROLE_LINES} = the paper)'
+    )
   if not roles:
     raise base.DatasetError(
         f'Shakespeare: found no play with speaking roles in {path}; expected'
@@ -548,4 +707,5 @@ def load_shakespeare(
       train_groups=train_groups,
       test_groups=test_groups,
       group_names=group_names,
+      notes=_notes(name, min_role_lines, paper_counts(_statistics(roles))),
   )

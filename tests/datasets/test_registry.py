@@ -76,3 +76,32 @@ def test_missing_files_through_registry(tmp_path):
     registry.load_dataset('cifar10', str(tmp_path))
   assert '\n' not in str(err.value)
   assert 'cifar-10-python.tar.gz' in str(err.value)
+
+
+def test_dataset_options_default_changes_nothing_and_declares_its_users():
+  options = registry.DatasetOptions()
+  assert options == registry.DEFAULT_OPTIONS
+  assert options.min_role_lines == 2
+  field = registry.DatasetOptions.__dataclass_fields__['min_role_lines']
+  assert field.metadata['datasets'] == ('shakespeare', 'shakespeare_iid')
+  assert '1,146' in field.metadata['help']
+  for name in registry.DATASETS:
+    registry.check_dataset(name, options)  # Defaults suit every dataset.
+
+
+@pytest.mark.parametrize('name', ['digits', 'mnist', 'synthetic'])
+def test_an_option_the_dataset_ignores_is_refused_in_one_line(name):
+  options = registry.DatasetOptions(min_role_lines=3)
+  with pytest.raises(base.DatasetError) as err:
+    registry.load_dataset(name, '/ignored', options=options)
+  assert str(err.value) == (
+      '--min_role_lines=3: only --dataset=shakespeare / shakespeare_iid use'
+      f" it, not '{name}' (leave it at 2)"
+  )
+
+
+def test_check_dataset_rejects_unknown_names_without_reading_files():
+  registry.check_dataset('shakespeare', registry.DatasetOptions(min_role_lines=3))
+  with pytest.raises(base.DatasetError) as err:
+    registry.check_dataset('mnsit')
+  assert "unknown dataset 'mnsit'" in str(err.value)

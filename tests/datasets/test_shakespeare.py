@@ -209,6 +209,34 @@ def test_parse_plays_without_a_play_is_empty():
   assert shakespeare.parse_plays('') == []
 
 
+@pytest.mark.parametrize('min_role_lines, kept', [
+    (2, ['KING', 'QUEEN', '1. SERV', 'ANTIPHOLUS', 'KING', 'LUCE']),
+    (3, ['KING', 'QUEEN', 'ANTIPHOLUS']),  # The reference's rule: > 2 lines.
+    (6, ['KING']),
+    (7, []),
+])
+def test_parse_plays_keeps_roles_with_at_least_min_role_lines(
+    min_role_lines, kept
+):
+  roles = shakespeare.parse_plays(FAKE_TEXT, min_role_lines=min_role_lines)
+  assert [role for _, role, _ in roles] == kept
+  assert roles == [r for r in EXPECTED_ROLES if len(r[2]) >= min_role_lines]
+
+
+@pytest.mark.parametrize('bad', [1, 0, -3, 2.5, True, '3', None])
+def test_min_role_lines_must_be_an_integer_of_at_least_two(bad, data_dir):
+  for call in (
+      lambda: shakespeare.parse_plays(FAKE_TEXT, min_role_lines=bad),
+      lambda: shakespeare.load_shakespeare(str(data_dir), min_role_lines=bad),
+      lambda: shakespeare.paper_comparison(str(data_dir), min_role_lines=bad),
+  ):
+    with pytest.raises(base.DatasetError) as err:
+      call()
+    assert one_line(err).startswith(
+        f'min_role_lines={bad!r}: must be an integer >= 2'
+    )
+
+
 @pytest.mark.parametrize(
     'n, num_train, num_test',
     [(2, 1, 1), (3, 2, 1), (4, 3, 1), (5, 4, 1), (6, 4, 2), (10, 8, 2),
@@ -242,6 +270,97 @@ def test_statistics_of_the_fake(data_dir):
   data = shakespeare.load_shakespeare(str(data_dir))
   assert stats['train_sequences'] == len(data.y_train)
   assert stats['test_sequences'] == len(data.y_test)
+
+
+def test_statistics_with_the_reference_rule(data_dir):
+  stats = shakespeare.statistics(FAKE_TEXT, min_role_lines=3)
+  # KING 6 lines -> 4/2, QUEEN 3 -> 2/1, ANTIPHOLUS 5 -> 4/1.
+  assert stats['num_clients'] == 3 and stats['num_plays'] == 2
+  assert (stats['train_lines'], stats['test_lines']) == (10, 4)
+  kept = [r for r in EXPECTED_ROLES if len(r[2]) >= 3]
+  assert stats['train_chars'] == sum(
+      len(shakespeare.role_text(shakespeare.split_role_lines(l)[0]))
+      for _, _, l in kept
+  )
+
+
+def test_paper_count_describe_hand_computed():
+  assert shakespeare.PaperCount('clients', 1215, 1146).describe() == (
+      '1,215 clients (paper: 1,146, +6.0%)'  # 1215 / 1146 = 1.0602
+  )
+  assert shakespeare.PaperCount('test characters', 849_805, 870_014).describe() == (
+      '849,805 test characters (paper: 870,014, -2.3%)'  # 0.97677
+  )
+  assert shakespeare.PaperCount('train lines', 81_965, None).describe() == (
+      '81,965 train lines (paper: not given)'
+  )
+
+
+def test_paper_comparison_of_the_fake(data_dir):
+  stats = shakespeare.statistics(FAKE_TEXT)
+  counts = shakespeare.paper_comparison(str(data_dir))
+  assert [(c.quantity, c.ours, c.paper) for c in counts] == [
+      ('clients', 6, 1146),
+      ('train lines', 13, None),
+      ('test lines', 7, None),
+      ('train characters', stats['train_chars'], 3_564_579),
+      ('test characters', stats['test_chars'], 870_014),
+  ]
+  counts = shakespeare.paper_comparison(
+      str(data_dir / '100.txt'), min_role_lines=3
+  )
+  assert [c.ours for c in counts[:3]] == [3, 10, 4]
+
+
+def test_load_notes_give_the_rule_and_the_counts_next_to_the_papers(data_dir):
+  stats = shakespeare.statistics(FAKE_TEXT)
+  counts = (
+      f'6 clients (paper: 1,146, -99.5%); 13 train lines (paper: not given);'
+      f' 7 test lines (paper: not given); {stats["train_chars"]} train'
+      f' characters (paper: 3,564,579, -100.0%); {stats["test_chars"]} test'
+      ' characters (paper: 870,014, -100.0%)'
+  )
+  data = shakespeare.load_shakespeare(str(data_dir))
+  assert data.notes == (
+      "shakespeare: one client per role with >= 2 lines (the paper's rule)",
+      f'shakespeare vs the paper: {counts}',
+  )
+  iid = shakespeare.load_shakespeare(
+      str(data_dir), variant='iid', min_role_lines=3
+  )
+  assert iid.notes[0] == (
+      'shakespeare_iid: as many clients as roles with >= 3 lines (the'
+      " reference preprocessing's rule)"
+  )
+  assert iid.notes[1].startswith('shakespeare_iid vs the paper: 3 clients')
+  assert len(iid.group_names) == 3
+
+
+def test_load_with_the_reference_rule_keeps_roles_with_three_lines(data_dir):
+  data = shakespeare.load_shakespeare(str(data_dir), min_role_lines=3)
+  assert data.group_names == (
+      f'{FOO}/KING', f'{FOO}/QUEEN', f'{BAR}/ANTIPHOLUS'
+  )
+  full = shakespeare.load_shakespeare(str(data_dir))
+  for g, name in enumerate(data.group_names):
+    same = full.group_names.index(name)
+    np.testing.assert_array_equal(
+        data.x_train[data.train_groups == g],
+        full.x_train[full.train_groups == same],
+    )
+    np.testing.assert_array_equal(
+        data.y_test[data.test_groups == g],
+        full.y_test[full.test_groups == same],
+    )
+
+
+def test_load_with_too_high_min_role_lines_is_one_line(data_dir):
+  with pytest.raises(base.DatasetError) as err:
+    shakespeare.load_shakespeare(str(data_dir), min_role_lines=7)
+  assert one_line(err) == (
+      f'Shakespeare: no role in {data_dir / "100.txt"} has >= 7 lines'
+      ' (min_role_lines=7); lower it (2 = the paper)'
+  )
 
 
 # --------------------------------------------------------------- vocabulary
@@ -421,6 +540,20 @@ def test_registry(name, data_dir):
   )
   data = registry.load_dataset(name, str(data_dir), seed=1)
   assert data.name == name and len(data.group_names) == 6
+
+
+@pytest.mark.parametrize('name', ['shakespeare', 'shakespeare_iid'])
+def test_registry_passes_min_role_lines(name, data_dir):
+  options = registry.DatasetOptions(min_role_lines=3)
+  data = registry.load_dataset(name, str(data_dir), options=options)
+  assert len(data.group_names) == 3
+  assert '>= 3 lines' in data.notes[0]
+  assert len(registry.load_dataset(name, str(data_dir)).group_names) == 6
+  with pytest.raises(base.DatasetError) as err:
+    registry.load_dataset(
+        name, str(data_dir), options=registry.DatasetOptions(min_role_lines=1)
+    )
+  assert one_line(err).startswith('min_role_lines=1: must be an integer >= 2')
 
 
 def test_natural_partition_gives_one_client_per_role(data_dir):
