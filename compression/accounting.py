@@ -53,7 +53,13 @@ FLOAT32 = ValueEncoding(bits_per_value=32)
 
 
 def encoded_bytes(num_values: int, encoding: ValueEncoding) -> int:
-  """Bytes for `num_values` values (bit-packed) of a tensor, with its overhead."""
+  """Bytes for `num_values` values (bit-packed) of a tensor, with its overhead.
+
+  Nothing sent costs nothing: no overhead (e.g. a quantizer's min and max)
+  for a tensor none of whose values are sent.
+  """
+  if num_values == 0:
+    return 0
   return -(-num_values * encoding.bits_per_value // 8) + encoding.overhead_bytes
 
 
@@ -82,3 +88,17 @@ class CostedFactory(Protocol):
 
   def download_cost(self, shapes: Sequence[Sequence[int]]) -> TransmissionCost:
     """Per-client download of the aggregate for tensors of these shapes."""
+
+
+def initial_download_cost(factory: object, shapes: Sequence[Sequence[int]]) -> TransmissionCost:
+  """What a client downloads once, before its first round, besides the per-round costs.
+
+  `shapes`: every weight of the model (trainable and non-trainable). Zero when
+  each round's broadcast is the full model (FedAvg, quantized uploads); an
+  aggregator whose broadcast is not (RPN broadcasts the pooled average, from
+  which a client updates the model it holds) says what it needs
+  (`factory.initial_download_cost`).
+  """
+  if factory is not None and hasattr(factory, 'initial_download_cost'):
+    return factory.initial_download_cost(shapes)
+  return ZERO_COST

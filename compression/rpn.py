@@ -110,6 +110,24 @@ def filter_mask(residual: tf.Tensor, kind: str, threshold: float) -> tf.Tensor:
   return tf.cast(tf.abs(contributions) > threshold, tf.float32)
 
 
+def selected_values(residual: tf.Tensor, kind: str, threshold: float) -> tf.Tensor:
+  """bool, in the pooled shape: True where a value belongs to a selected filter.
+
+  A poolable kernel's filter mask broadcast over its pooled values (all True
+  for threshold 0); what a quantizer may see of a client's pooled upload.
+  """
+  shape = residual.shape
+  if not is_poolable(shape, kind):
+    raise ValueError(f'{kind} tensor of shape {tuple(shape)} is not pooled: no filters to select')
+  return _in_pooled_shape(filter_mask(residual, kind, threshold), shape, kind)
+
+
+def _in_pooled_shape(mask: tf.Tensor, shape: Shape, kind: str) -> tf.Tensor:
+  """A float filter mask ((out,) or (in, mult)) as bools over the pooled values."""
+  mask = tf.reshape(mask, [1] * (len(shape) - mask.shape.rank) + mask.shape.as_list())
+  return tf.broadcast_to(mask > 0.0, pooled_shape(shape, kind))
+
+
 def pool_and_select(
     residual: tf.Tensor, kind: str, threshold: float = 0.0
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -124,7 +142,8 @@ def pool_and_select(
   if not is_poolable(shape, kind):
     return residual, tf.constant(int(np.prod(shape)), tf.int64), tf.constant(0, tf.int64)
   mask = filter_mask(residual, kind, threshold)
-  pooled = pool(residual, kind) * tf.reshape(mask, [1] * (len(shape) - mask.shape.rank) + mask.shape.as_list())
+  pooled = pool(residual, kind)
+  pooled = tf.where(_in_pooled_shape(mask, shape, kind), pooled, tf.zeros_like(pooled))
   selected = tf.cast(tf.reduce_sum(mask), tf.int64)
   values = selected * values_per_filter(shape, kind)
   bits = tf.constant(num_filters(shape, kind) if threshold > 0 else 0, tf.int64)

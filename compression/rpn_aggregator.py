@@ -13,18 +13,29 @@ where `value` is the clients' model residuals (the trainable weights' deltas),
    dense weights, biases and 1x1 kernels pass unchanged;
 2. the pooled structure is aggregated by the `inner` factory (default
    `tff.aggregators.MeanFactory()`, i.e. the weighted mean; with uniform client
-   weights this is RPN's 1/m average; an inner quantizing factory stacks 8-bit
-   quantization on top of pooling);
+   weights this is RPN's 1/m average);
+   an inner `quantization.ClientQuantizer` (8-bit) stacks quantization on top
+   of pooling: each client quantizes and de-quantizes the values it sends (its
+   selected filters only: their min and max, at the quantizer's bits) and the
+   filters it did not select stay exactly 0; the quantizer's unquantized
+   weighted mean then aggregates (a quantizer left to quantize the pooled
+   tensor itself would turn those zeros into small non-zero values, as 0 is
+   not one of its levels, and leak them into the average);
 3. the server unpools the pooled average (adds the mean at every spatial
    position): this pooled average is also what RPN broadcasts, so download
    shrinks by the same factor.
 
 Measurements report what was actually transmitted: `upload_values` and
 `upload_bytes` summed over clients (selected filters' pooled values, the
-filter masks, at the inner factory's bits per value), and `download_values` /
-`download_bytes` of the pooled average (filters some client selected, float32).
+filter masks, at the inner factory's bits per value, plus its per-tensor
+overhead when any value of the tensor is sent), and `download_values` /
+`download_bytes` of the pooled average (float32; with a threshold, only the
+filters not all zero, plus the mask). At threshold 0 they equal
+`upload_cost` / `download_cost` times the clients, exactly.
 The simulation still broadcasts the full global model (TFF's distributor); it
-equals M^0 plus all pooled broadcasts, which is what an RPN client recovers.
+equals M^0 plus all pooled broadcasts, which is what an RPN client recovers:
+a client needs the full model once before its first round
+(`initial_download_cost`).
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from compression import accounting
+from compression import quantization
 from compression import rpn
 from compression import rpn_stage
 
@@ -54,7 +66,9 @@ class RPNFactory(tff.aggregators.WeightedAggregationFactory):
       kinds: Optional[Sequence[str]] = None,
   ):
     """Args:
-      inner: aggregates the pooled residuals (None = weighted mean).
+      inner: aggregates the pooled residuals (None = weighted mean); a
+        `quantization.ClientQuantizer` is applied on the clients instead (see
+        the module doc) and its `unquantized_factory` aggregates.
       threshold: filters with |sum of residual kernel elements| <= threshold are
         not sent (0 = send all filters, no mask).
       kinds: `compression.rpn` kind per tensor of the value (conv, depthwise,
@@ -63,7 +77,11 @@ class RPNFactory(tff.aggregators.WeightedAggregationFactory):
     if threshold < 0:
       raise ValueError(f'--rpn_threshold={threshold}: must be >= 0')
     self._inner_spec = inner
-    self._inner = inner if inner is not None else tff.aggregators.MeanFactory()
+    self._quantizer = inner if isinstance(inner, quantization.ClientQuantizer) else None
+    if self._quantizer is not None:
+      self._inner = self._quantizer.unquantized_factory()
+    else:
+      self._inner = inner if inner is not None else tff.aggregators.MeanFactory()
     self.threshold = float(threshold)
     self._kinds = list(kinds) if kinds is not None else None
 
@@ -78,19 +96,36 @@ class RPNFactory(tff.aggregators.WeightedAggregationFactory):
     return [accounting.value_encoding(self._inner_spec, rpn.pooled_shape(s, k))
             for s, k in zip(shapes, kinds)]
 
-  # Static (threshold 0, every filter) costs, for accounting before a round runs.
+  # Static costs with every filter selected, for accounting before a round runs:
+  # exactly what a round measures at threshold 0, an upper bound above it.
   def upload_cost(self, shapes):
     kinds = self.kinds_for(shapes)
     cost = accounting.ZERO_COST
     for s, k, e in zip(shapes, kinds, self._encodings(shapes, kinds)):
       cost += accounting.encoded_cost(math.prod(rpn.pooled_shape(s, k)), e)
-      if self.threshold > 0:
-        cost += accounting.TransmissionCost(0, -(-rpn.num_filters(s, k) // 8))
+    if self.threshold > 0:
+      cost += accounting.TransmissionCost(0, self._mask_bytes(shapes, kinds))
     return cost
 
   def download_cost(self, shapes):
     kinds = self.kinds_for(shapes)
-    return accounting.dense_cost([rpn.pooled_shape(s, k) for s, k in zip(shapes, kinds)])
+    cost = accounting.dense_cost([rpn.pooled_shape(s, k) for s, k in zip(shapes, kinds)])
+    if self.threshold > 0:
+      cost += accounting.TransmissionCost(0, self._mask_bytes(shapes, kinds))
+    return cost
+
+  def initial_download_cost(self, shapes: Sequence[Sequence[int]]) -> accounting.TransmissionCost:
+    """The full model, float32, that a client needs once before its first round.
+
+    RPN's broadcast is the pooled average, which only updates a model the
+    client already holds. `shapes`: every weight of the model (trainable and
+    non-trainable), e.g. `[w.shape for w in keras_model.weights]`.
+    """
+    return accounting.dense_cost(shapes)
+
+  def _mask_bytes(self, shapes, kinds) -> int:
+    """Bytes of the filter masks (1 bit per filter of each pooled kernel)."""
+    return sum(-(-rpn.num_filters(s, k) // 8) for s, k in zip(shapes, kinds))
 
   def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
     specs = tff.types.type_to_tf_tensor_specs(value_type)
@@ -106,26 +141,35 @@ class RPNFactory(tff.aggregators.WeightedAggregationFactory):
     inner_process = self._inner.create(pooled_type, weight_type)
     encodings = self._encodings(shapes, kinds)
     threshold = self.threshold
+    quantizer = self._quantizer
+    mask_bytes = self._mask_bytes(shapes, kinds) if threshold > 0 else 0
 
     @tff.tensorflow.computation(value_type)
     def encode(value):
-      pooled, values_sent, byte_counts = [], [], []
+      """One client's upload (as the server decodes it), values and bytes sent."""
+      sent, values_sent, byte_counts = [], [], []
       for x, stage, kind, encoding in zip(tf.nest.flatten(value), stages, kinds, encodings):
         if stage is None:
-          pooled.append(x)
+          p, keep = x, None
           n = tf.constant(int(np.prod(x.shape)), tf.int64)
-          mask_bits = tf.constant(0, tf.int64)
         else:
-          pooled.append(stage.encode(x, {})[rpn_stage.SpatialMeanPoolingStage.ENCODED_VALUES_KEY])
-          _, n, mask_bits = rpn.pool_and_select(x, kind, threshold)
+          p = stage.encode(x, {})[rpn_stage.SpatialMeanPoolingStage.ENCODED_VALUES_KEY]
+          keep = rpn.selected_values(x, kind, threshold) if threshold > 0 else None
+          _, n, _ = rpn.pool_and_select(x, kind, threshold)
+        if quantizer is not None:
+          p = quantizer.roundtrip(p, keep)
+        sent.append(p)
         values_sent.append(n)
-        value_bytes = (n * encoding.bits_per_value + 7) // 8 + encoding.overhead_bytes
-        byte_counts.append(value_bytes + (mask_bits + 7) // 8)
-      return (tf.nest.pack_sequence_as(value, pooled),
-              tf.add_n(values_sent), tf.add_n(byte_counts))
+        # Bit-packed values, plus the encoding's overhead when any value is sent.
+        overhead = tf.where(n > 0, tf.constant(encoding.overhead_bytes, tf.int64),
+                            tf.constant(0, tf.int64))
+        byte_counts.append((n * encoding.bits_per_value + 7) // 8 + overhead)
+      return (tf.nest.pack_sequence_as(value, sent),
+              tf.add_n(values_sent), tf.add_n(byte_counts) + mask_bytes)
 
     @tff.tensorflow.computation(pooled_type)
     def decode(pooled):
+      """The unpooled average, and the values and bytes of broadcasting `pooled`."""
       full, values_sent = [], []
       for p, stage, shape, kind in zip(tf.nest.flatten(pooled), stages, shapes, kinds):
         if stage is None:
@@ -133,8 +177,10 @@ class RPNFactory(tff.aggregators.WeightedAggregationFactory):
         else:
           full.append(stage.decode(
               {rpn_stage.SpatialMeanPoolingStage.ENCODED_VALUES_KEY: p}, {}, shape=shape))
-        values_sent.append(rpn.nonzero_filter_values(p, shape, kind))
-      mask_bytes = sum(-(-rpn.num_filters(s, k) // 8) for s, k in zip(shapes, kinds)) if threshold > 0 else 0
+        if threshold > 0:
+          values_sent.append(rpn.nonzero_filter_values(p, shape, kind))
+        else:  # No mask: every pooled value is sent, zero or not.
+          values_sent.append(tf.constant(int(np.prod(p.shape)), tf.int64))
       values = tf.add_n(values_sent)
       return tf.nest.pack_sequence_as(pooled, full), values, values * 4 + mask_bytes
 

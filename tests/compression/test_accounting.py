@@ -12,6 +12,7 @@ def test_encoded_bytes_bit_packs_and_adds_overhead():
   assert accounting.encoded_bytes(10, accounting.ValueEncoding(8, 8)) == 18
   assert accounting.encoded_bytes(10, accounting.ValueEncoding(4, 0)) == 5
   assert accounting.encoded_bytes(3, accounting.ValueEncoding(3, 0)) == 2  # 9 bits -> 2 bytes
+  assert accounting.encoded_bytes(0, accounting.ValueEncoding(8, 8)) == 0  # nothing sent: no min/max either
 
 
 def test_quantized_factory_only_quantizes_large_tensors():

@@ -68,6 +68,20 @@ def test_filter_selection_sends_only_large_contributions():
   assert int(bits) == 3                            # 1 mask bit per filter
 
 
+def test_selected_values_mark_the_pooled_values_of_selected_filters():
+  r = np.zeros([2, 2, 2, 3], np.float32)
+  r[..., 1] = 1.0                                   # contribution 8; the others 0
+  keep = rpn.selected_values(tf.constant(r), rpn.CONV, 1.0).numpy()
+  assert keep.shape == (1, 1, 2, 3)
+  np.testing.assert_array_equal(keep[0, 0], [[False, True, False]] * 2)
+  d = np.zeros([3, 3, 2, 2], np.float32)
+  d[:, :, 1, 0] = 1.0                               # depthwise: only filter (in=1, mult=0)
+  np.testing.assert_array_equal(rpn.selected_values(tf.constant(d), rpn.DEPTHWISE, 1.0).numpy()[0, 0],
+                                [[False, False], [True, False]])
+  with pytest.raises(ValueError, match='not pooled'):
+    rpn.selected_values(tf.zeros([1, 1, 2, 3]), rpn.CONV, 1.0)
+
+
 def test_threshold_zero_keeps_even_zero_filters():
   _, values, bits = rpn.pool_and_select(tf.zeros([3, 3, 2, 4]), rpn.CONV, 0.0)
   assert int(values) == 8 and int(bits) == 0

@@ -40,3 +40,16 @@ def test_transmission_per_round_and_total(tmp_path, algorithm, aggregator, up_pa
   assert summary['upload_bytes_total'] == 2 * 2 * up_bytes_per_client
   assert summary['upload_params_per_client'] == up_params
   assert summary['final_eval_accuracy'] > 0.2  # it trains (chance is 0.1)
+
+
+@pytest.mark.parametrize('algorithm', ['fedavg', 'rpn'])
+def test_quantized_runs_are_reproducible(tmp_path, algorithm):
+  # Every tensor quantized (threshold 0), RPN with filter selection: identical
+  # flags give identical metrics (quantization rounds to the nearest level;
+  # TFF's stochastic rounding is unseeded).
+  untimed = lambda rows: [{k: v for k, v in r.items() if 'seconds' not in k} for r in rows]
+  flags = dict(algorithm=algorithm, aggregator='quantized', quantization_threshold=0,
+               rpn_threshold=0.01)
+  _, rows_a = run(tmp_path / 'a', **flags)
+  _, rows_b = run(tmp_path / 'b', **flags)
+  assert len(rows_a) == 2 and untimed(rows_a) == untimed(rows_b)
