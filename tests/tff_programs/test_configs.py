@@ -3,16 +3,23 @@
 Nothing is trained: a flag file is read exactly as `--flagfile=` would read it
 (on a private copy of train.py's flags), turned into an ExperimentConfig and
 validated, and checked against the reproduce preset of the same paper setting.
+Then its data is loaded and partitioned exactly as a run does
+(`experiment.load_federated_data`), from small fake files in the real formats
+whose sizes matter where the preset depends on them: the fake 100.txt has as
+many roles as the real 1994 text (`shakespeare.GUTENBERG_1994_CLIENTS`), the
+fake CIFAR-10 folder lacks `test_batch` like the real one.
 """
 
 import copy
 import dataclasses
 import glob
 import os
+import pickle
 
+import numpy as np
 import pytest
 
-from datasets import registry as dataset_registry
+from datasets import shakespeare
 from tff_programs import experiment
 from tff_programs import paper_experiments
 from tff_programs import train
@@ -39,8 +46,6 @@ RUN_CHOICES = frozenset({
     'client_learning_rate', 'rounds', 'eval_every', 'checkpoint_every', 'seed', 'data_dir',
     'output_dir', 'run_name', 'resume', 'export', 'quantize',
 })
-# Datasets another change is adding: checked fully once registered.
-PENDING_DATASETS = frozenset({'shakespeare', 'shakespeare_iid'})
 
 
 def parse_flag_file(name: str) -> experiment.ExperimentConfig:
@@ -60,11 +65,113 @@ def test_flag_file_builds_a_valid_config(name):
   cfg = parse_flag_file(name)
   assert cfg.data_dir is None, 'data paths belong on the command line (--data_dir)'
   assert cfg.target_accuracy is not None and cfg.rounds > 1
-  pending = cfg.dataset in PENDING_DATASETS and cfg.dataset not in dataset_registry.DATASETS
-  # Everything but the dataset name is checked even while the dataset is pending.
-  experiment.validate(dataclasses.replace(cfg, dataset='digits') if pending else cfg)
-  if pending:
-    pytest.skip(f'dataset {cfg.dataset!r} is not registered yet')
+  experiment.validate(cfg)
+
+
+# ------------------------------------------------------------ the presets' data
+
+
+def write_fake_mnist(directory):
+  """mnist.npz: 600 train / 100 test 28x28 uint8 images, 60 / 10 per digit."""
+  rng = np.random.default_rng(0)
+  np.savez(
+      os.path.join(directory, 'mnist.npz'),
+      x_train=rng.integers(0, 256, (600, 28, 28), dtype=np.uint8),
+      y_train=np.arange(600, dtype=np.uint8) % 10,
+      x_test=rng.integers(0, 256, (100, 28, 28), dtype=np.uint8),
+      y_test=np.arange(100, dtype=np.uint8) % 10,
+  )
+
+
+def write_fake_cifar10(directory, per_batch=30):
+  """cifar-10-batches-py/data_batch_1..5, no test_batch (like the real copy)."""
+  folder = os.path.join(directory, 'cifar-10-batches-py')
+  os.makedirs(folder)
+  rng = np.random.default_rng(0)
+  for i in range(1, 6):
+    batch = {
+        b'data': rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+        b'labels': [int(v) for v in np.arange(per_batch) % 10],
+    }
+    with open(os.path.join(folder, f'data_batch_{i}'), 'wb') as f:
+      pickle.dump(batch, f, protocol=2)
+
+
+def _role_name(i):
+  """A distinct all-letter role name: ROLE + i in base 26 (A..Z)."""
+  digits = ''
+  while True:
+    i, r = divmod(i, 26)
+    digits = chr(ord('A') + r) + digits
+    if not i:
+      return 'ROLE' + digits
+
+
+def fake_shakespeare_text(num_roles, num_two_line_roles):
+  """A 1994-layout play where `num_two_line_roles` roles speak 2 lines, the rest 3."""
+  lines = ['1600', '', 'THE TRAGEDY OF FAKES', '', 'by William Shakespeare', '',
+           'ACT I. SCENE 1.', 'A room', '']
+  for i in range(num_roles):
+    name = _role_name(i)
+    lines.append(f'  {name}. The first words that {name.lower()} speaks.')
+    lines.append(f'    A second line, spoken by {name.lower()} too.')
+    if i >= num_two_line_roles:
+      lines.append('    And a third line to end the speech.')
+  return '\n'.join(lines + ['', 'THE END', ''])
+
+
+# The real 1994 text's role counts: roles with >= 2 lines, of which this many
+# have >= 3 (the reference preprocessing's rule).
+REAL_CLIENTS = shakespeare.GUTENBERG_1994_CLIENTS[shakespeare.MIN_ROLE_LINES]
+REAL_REFERENCE_CLIENTS = shakespeare.GUTENBERG_1994_CLIENTS[
+    shakespeare.REFERENCE_MIN_ROLE_LINES]
+
+
+@pytest.fixture(name='fake_data_dirs', scope='module')
+def fixture_fake_data_dirs(tmp_path_factory):
+  """Dataset name -> a folder with fake files standing in for the real ones."""
+  root = tmp_path_factory.mktemp('fake_data')
+  dirs = {}
+  for name, write in (('mnist', write_fake_mnist), ('cifar10', write_fake_cifar10)):
+    dirs[name] = str(root / name)
+    os.makedirs(dirs[name])
+    write(dirs[name])
+  text = fake_shakespeare_text(REAL_CLIENTS, REAL_CLIENTS - REAL_REFERENCE_CLIENTS)
+  (root / 'shakespeare').mkdir()
+  (root / 'shakespeare' / '100.txt').write_text(text)
+  dirs['shakespeare'] = dirs['shakespeare_iid'] = str(root / 'shakespeare')
+  return dirs
+
+
+def test_fake_shakespeare_has_the_real_texts_role_counts(fake_data_dirs):
+  with open(os.path.join(fake_data_dirs['shakespeare'], '100.txt')) as f:
+    text = f.read()
+  assert shakespeare.statistics(text)['num_clients'] == 1215
+  assert shakespeare.statistics(text, min_role_lines=3)['num_clients'] == 1149
+
+
+@pytest.mark.parametrize('name', sorted(PRESETS))
+def test_flag_file_loads_and_partitions_its_data(name, fake_data_dirs):
+  cfg = parse_flag_file(name)
+  cfg = dataclasses.replace(cfg, data_dir=fake_data_dirs[cfg.dataset])
+  experiment.validate(cfg)
+  data = experiment.load_federated_data(cfg)
+  assert len(data.client_ids) == cfg.num_clients
+  assert all(data.num_examples(c) > 0 for c in data.client_ids)
+
+
+@pytest.mark.parametrize('exp_name', sorted(set(paper_experiments.EXPERIMENTS) - {'smoke'}))
+def test_reproduce_experiment_loads_and_partitions_its_data(exp_name, fake_data_dirs):
+  exp = paper_experiments.EXPERIMENTS[exp_name]
+  loaded = {}
+  for setting in exp.settings:
+    cfg = exp.config(setting, 0.1, data_dir=None)
+    cfg = dataclasses.replace(cfg, data_dir=fake_data_dirs[cfg.dataset])
+    experiment.validate(cfg)
+    key = (cfg.dataset, cfg.partition, cfg.num_clients, cfg.shards_per_client)
+    if key not in loaded:  # Settings differ in E, B, C and rates, not in data.
+      loaded[key] = len(experiment.load_federated_data(cfg).client_ids)
+    assert loaded[key] == cfg.num_clients, setting.label
 
 
 @pytest.mark.parametrize('name', sorted(PRESETS))
