@@ -56,13 +56,15 @@ def cell_value(row: Mapping[str, Any], key: str) -> Optional[float]:
 
 
 def summarize(
-    rows: Iterable[Mapping[str, Any]], *, target_accuracy: Optional[float]
+    rows: Iterable[Mapping[str, Any]], *, target_accuracy: Optional[float],
+    accuracy_key: str = 'eval_accuracy',
 ) -> dict[str, Any]:
   """`summary.json` content from the metrics rows (one per round).
 
   Keys: rounds_completed, final_eval_accuracy, best_eval_accuracy,
-  final_eval_loss, target_accuracy, rounds_to_target, total seconds and
-  communication totals, and personalized accuracy mean/std when present.
+  final_eval_loss, target_accuracy, target_metric, rounds_to_target (of the
+  `accuracy_key` column), total seconds and communication totals, and
+  personalized accuracy mean/std when present.
   """
   rows = list(rows)
   evals = [(int(r['round']), cell_value(r, 'eval_accuracy')) for r in rows]
@@ -77,9 +79,12 @@ def summarize(
       'rounds_to_target': None,
       'train_seconds': sum(cell_value(r, 'seconds') or 0.0 for r in rows),
   }
-  if target_accuracy is not None and evals:
+  summary['target_metric'] = accuracy_key
+  targets = [(int(r['round']), cell_value(r, accuracy_key)) for r in rows]
+  targets = [(k, a) for k, a in targets if a is not None]
+  if target_accuracy is not None and targets:
     summary['rounds_to_target'] = rounds_to_target(
-        [k for k, _ in evals], [a for _, a in evals], target_accuracy
+        [k for k, _ in targets], [a for _, a in targets], target_accuracy
     )
   for key in ('upload_bytes', 'download_bytes'):
     summary[f'{key}_total'] = int(sum(cell_value(r, key) or 0 for r in rows))

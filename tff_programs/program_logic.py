@@ -4,14 +4,28 @@
       clients  = sample_clients(ids, m, seed, r)          (stateless, seeded)
       datasets = make_client_dataset(id, r) for each       (seeded per round, client)
       output   = algorithm.next(state, r, clients, datasets, their private states)
-      metrics row -> metrics.csv + TensorBoard (+ eval every `eval_every` rounds)
+      divergence check: training loss, weights, client states finite
+      metrics row (+ eval every `eval_every` rounds) -> metrics.csv + TensorBoard
+      commit: the round's state and client states become the run's
       checkpoint every `checkpoint_every` rounds and at the last round
 
-Any exit (normal, error, Ctrl-C/SIGTERM turned into KeyboardInterrupt) first
-checkpoints the last finished round, so a finished round is never lost and
-`--resume` continues exactly where the run stopped: the resumed run produces the
-same metrics as an uninterrupted one, because sampling, client shuffling and the
-initial model are pure functions of the seed and the round number.
+A round counts as finished only once its row is written and its states are
+committed. Any exit (normal, error, divergence, Ctrl-C/SIGTERM turned into
+KeyboardInterrupt) first checkpoints the last finished round, so a finished
+round is never lost, and no round is checkpointed without its row: an interrupt
+during evaluation or row writing loses that round's work, which `--resume`
+redoes. The resumed run produces the same rows and state as an uninterrupted
+one, because sampling, client shuffling and the initial model are pure
+functions of the seed and the round number (rows after the resumed checkpoint
+are dropped first).
+
+Divergence policy (every algorithm): the first round whose training loss, global
+weights or updated client states are not finite stops the run with a
+`DivergenceError` naming the round and learning rate; the folder keeps the rows
+and checkpoint of the last good round, nothing after it. Clients that an
+algorithm dropped as non-finite (TFF's FedAvg drops them) are counted in the
+`non_finite_clients` column; a round that dropped every client learned nothing
+and counts as diverged.
 
 The loop depends only on a `FederatedAlgorithm`, a dataset function, an
 evaluation function and the run's output/checkpoint managers, so tests drive it
@@ -22,10 +36,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Optional
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -35,6 +51,10 @@ from tff_programs import progress as progress_lib
 from tff_programs import run_outputs
 from tff_programs import sampling
 from tff_programs.algorithms import base
+
+
+class DivergenceError(ValueError):
+  """A round's training loss or weights are not finite (one line: round, rate)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +70,9 @@ class LoopConfig:
     target_accuracy: for rounds-to-target in the summary, or None.
     stop_at_target: end the run at the first evaluation reaching the target
       (rounds-to-target is then known; the rest of the budget is not spent).
+    target_metric: the metrics column rounds-to-target and stop-at-target
+      read: 'eval_accuracy' (global test set) or e.g.
+      'personalized_accuracy_mean' (FedPer's measure).
   """
 
   rounds: int
@@ -59,6 +82,7 @@ class LoopConfig:
   seed: int = 0
   target_accuracy: Optional[float] = None
   stop_at_target: bool = False
+  target_metric: str = 'eval_accuracy'
 
 
 @dataclasses.dataclass
@@ -96,13 +120,17 @@ def run_training(
     config: loop settings.
     outputs: the run folder's writers.
     checkpoints: the run's checkpoint manager.
-    resume: continue from the latest checkpoint if there is one.
+    resume: continue from the newest readable checkpoint if there is one.
     show_progress: force the progress bar on/off (None: on for a terminal).
     client_state_store: where private client states live (default: a dict;
       `client_states.ClientStateStore` spills them to disk past a budget).
 
   Returns:
     The final state, client states, last round and the summary written.
+
+  Raises:
+    DivergenceError: a round's loss or weights were not finite (the last good
+      round is saved first).
   """
   client_template = (
       (lambda cid: algorithm.initial_client_state(cid, config.seed))
@@ -112,19 +140,22 @@ def run_training(
   start_round = 0
   client_states = client_state_store if client_state_store is not None else {}
   state = algorithm.initialize(config.seed)
-  latest = checkpoints.latest_round() if resume else None
-  if latest is not None:
-    state, client_states, saved_seed = checkpoints.load(
-        latest, state, client_template, into=client_states)
-    if saved_seed != config.seed:
+  restored = (checkpoints.load_latest(state, client_template, into=client_states)
+              if resume else None)
+  if restored is not None:
+    if restored.seed != config.seed:
       raise run_outputs.RunDirError(
-          f'--resume: checkpoint has seed {saved_seed}, flags say {config.seed}'
+          f'--resume: checkpoint has seed {restored.seed}, flags say {config.seed}'
       )
-    start_round = latest
-    logging.warning('Resuming from round %d', latest)
+    start_round = restored.round_num
+    state, client_states = restored.server_state, restored.client_states
+    logging.warning('Resuming from round %d', start_round)
   outputs.truncate_metrics(start_round)
+  first_download = FirstDownloads(
+      algorithm.initial_download_cost, client_ids, config, start_round)
 
   last_done, last_saved = start_round, start_round
+  committing = False  # True while the store holds part of a round: never checkpointed.
 
   def checkpoint(round_num: int) -> None:
     nonlocal last_saved
@@ -142,7 +173,8 @@ def run_training(
 
   def write_summary(interrupted: bool) -> dict[str, Any]:
     summary = metrics_lib.summarize(
-        outputs.read_metrics(), target_accuracy=config.target_accuracy
+        outputs.read_metrics(), target_accuracy=config.target_accuracy,
+        accuracy_key=config.target_metric,
     )
     summary['stopped_at_target'] = stopped_at_target
     summary['interrupted'] = interrupted
@@ -162,21 +194,29 @@ def run_training(
           else {}
       )
       output = algorithm.next(state, round_num, ids, datasets, private)
-      state = output.state
-      client_states.update(output.client_states)
-      last_done = round_num
+      check_finite(round_num, output, algorithm)
       row = collections.OrderedDict(round=round_num)
       row.update(output.metrics)
+      row.update(first_download.row(ids, row))
       row['train_seconds'] = time.perf_counter() - started
       if evaluate is not None and (
           round_num % config.eval_every == 0 or round_num == config.rounds
       ):
-        row.update(evaluate(state, client_states))
+        # The round's client states are seen through an overlay: the store
+        # changes only when the round is committed below.
+        row.update(evaluate(output.state, collections.ChainMap(
+            dict(output.client_states), client_states)))
       row['seconds'] = time.perf_counter() - started
       outputs.release_metrics(round_num, row)
+      committing = True
+      client_states.update(output.client_states)
+      state = output.state
+      first_download.commit(ids)
+      last_done = round_num
+      committing = False
       bar.update(round_num, row)
       reached = (config.stop_at_target and config.target_accuracy is not None
-                 and row.get('eval_accuracy', -1.0) >= config.target_accuracy)
+                 and (row.get(config.target_metric) or -1.0) >= config.target_accuracy)
       if round_num % config.checkpoint_every == 0 or round_num == config.rounds or reached:
         checkpoint(round_num)
       if reached:
@@ -185,7 +225,7 @@ def run_training(
     finished = True
   finally:
     bar.close()
-    if last_done > last_saved:
+    if last_done > last_saved and not committing:
       try:
         checkpoint(last_done)
         logging.warning('Saved round %d before exiting', last_done)
@@ -199,3 +239,74 @@ def run_training(
         logging.error('Could not write summary.json: %s', e)
 
   return TrainingResult(state, client_states, last_done, write_summary(interrupted=False))
+
+
+def _all_finite(nest: Any) -> bool:
+  """Whether every floating-point leaf of `nest` is finite."""
+  for leaf in tf.nest.flatten(nest):
+    array = np.asarray(leaf)
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+      return False
+  return True
+
+
+def check_finite(round_num: int, output: base.RoundOutput,
+                 algorithm: base.FederatedAlgorithm) -> None:
+  """Raises DivergenceError if round `round_num`'s result is not finite.
+
+  Checked: the training loss, the global model weights, the updated client
+  states, and whether the algorithm dropped every client as non-finite.
+  """
+  metrics = output.metrics
+  problems = []
+  loss = metrics.get('train_loss')
+  if loss is not None and not math.isfinite(float(loss)):
+    problems.append(f'training loss {float(loss)}')
+  dropped = int(metrics.get('non_finite_clients') or 0)
+  if dropped and dropped >= int(metrics.get('clients') or 0):
+    problems.append(f'all {dropped} clients dropped as non-finite')
+  if not _all_finite(algorithm.model_weights(output.state)):
+    problems.append('non-finite model weights')
+  bad_clients = [cid for cid, s in output.client_states.items() if not _all_finite(s)]
+  if bad_clients:
+    problems.append(f'non-finite state of {len(bad_clients)} client(s) (e.g. {bad_clients[0]})')
+  if problems:
+    rate = metrics.get('learning_rate')
+    at_rate = f', learning rate {float(rate):g}' if rate is not None else ''
+    raise DivergenceError(
+        f'round {round_num} diverged ({"; ".join(problems)}{at_rate}): the run stopped; '
+        f'rounds up to {round_num - 1} are saved. Try a smaller learning rate in a new run')
+
+
+class FirstDownloads:
+  """Counts the full model each client downloads once, before its first round.
+
+  Algorithms whose broadcast is compressed relative to the previous global
+  model (RPN sends the pooled average) need every client to hold the initial
+  model first; `initial_download_cost` is that per-client cost (None when the
+  broadcast is the full model anyway). The clients seen so far are a pure
+  function of the seed and the rounds done, so a resumed run recomputes them.
+  """
+
+  def __init__(self, cost: Optional[Any], client_ids: Sequence[str], config: LoopConfig,
+               rounds_done: int):
+    self._cost = cost
+    self._seen: set[str] = set()
+    if cost is not None:
+      for r in range(1, rounds_done + 1):
+        self._seen.update(sampling.sample_clients(
+            client_ids, config.clients_per_round, seed=config.seed, round_num=r))
+
+  def row(self, ids: Sequence[str], metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """`initial_download_bytes` of this round, also added to `download_bytes`."""
+    if self._cost is None:
+      return {}
+    new = sum(1 for cid in ids if cid not in self._seen)
+    extra = int(self._cost.bytes) * new
+    return collections.OrderedDict(
+        first_round_clients=new, initial_download_bytes=extra,
+        download_bytes=(metrics.get('download_bytes') or 0) + extra)
+
+  def commit(self, ids: Sequence[str]) -> None:
+    if self._cost is not None:
+      self._seen.update(ids)

@@ -21,9 +21,13 @@ class FakeAlgorithm(base.FederatedAlgorithm):
 
   name = 'fake'
 
-  def __init__(self, *, with_client_states=False, fail_at=None):
+  def __init__(self, *, with_client_states=False, fail_at=None, nan_at=None, nan_in='loss',
+               initial_download_cost=None):
     self.uses_client_states = with_client_states
     self.fail_at = fail_at
+    self.nan_at = nan_at
+    self.nan_in = nan_in
+    self.initial_download_cost = initial_download_cost
 
   def initialize(self, seed):
     return collections.OrderedDict(w=np.full([3], float(seed), np.float32))
@@ -35,17 +39,26 @@ class FakeAlgorithm(base.FederatedAlgorithm):
     w = state['w'] + np.float32(np.mean(batches))
     new_client_states = {}
     if self.uses_client_states:
-      new_client_states = {c: {'visits': client_states[c]['visits'] + 1} for c in client_ids}
-    return base.RoundOutput(
-        collections.OrderedDict(w=w), new_client_states,
-        {'train_loss': float(w.sum()), 'clients': len(client_ids)},
-    )
+      new_client_states = {c: {'visits': client_states[c]['visits'] + 1,
+                               'head': client_states[c]['head'] + 1.0} for c in client_ids}
+    metrics = {'train_loss': float(w.sum()), 'clients': len(client_ids),
+               'learning_rate': 0.5, 'download_bytes': 100 * len(client_ids)}
+    if self.nan_at == round_num:
+      if self.nan_in == 'loss':
+        metrics['train_loss'] = float('nan')
+      elif self.nan_in == 'weights':
+        w = w * np.float32('inf')
+      elif self.nan_in == 'client_state':
+        new_client_states[client_ids[-1]]['head'] = np.float32('nan')
+      elif self.nan_in == 'all_dropped':
+        metrics['non_finite_clients'] = len(client_ids)
+    return base.RoundOutput(collections.OrderedDict(w=w), new_client_states, metrics)
 
   def model_weights(self, state):
     return [state['w']]
 
   def initial_client_state(self, client_id, seed):
-    return {'visits': np.int64(0)}
+    return {'visits': np.int64(0), 'head': np.float32(0.0)}
 
 
 def dataset_fn(client_id, round_num):
@@ -58,8 +71,9 @@ def evaluate(state, client_states):
   return {'eval_accuracy': float(1 - 1 / (1 + abs(state['w'][0])))}
 
 
-def run(tmp_path, *, rounds, algorithm, resume=False, checkpoint_every=2):
-  outputs = run_outputs.RunOutputs(str(tmp_path))
+def run(tmp_path, *, rounds, algorithm, resume=False, checkpoint_every=2, evaluate=evaluate,
+        outputs=None):
+  outputs = outputs or run_outputs.RunOutputs(str(tmp_path))
   config = program_logic.LoopConfig(
       rounds=rounds, clients_per_round=3, eval_every=2, checkpoint_every=checkpoint_every,
       seed=1, target_accuracy=0.5,
@@ -171,3 +185,155 @@ def test_resume_accepts_new_flags_at_their_defaults_and_rejects_changed_ones(tmp
     outputs.prepare({'model': 'b', 'rounds': 5, 'new_flag': 0}, resume=True, defaults={'new_flag': 0})
   with pytest.raises(run_outputs.RunDirError, match='--new_flag'):
     outputs.prepare({'model': 'a', 'rounds': 5, 'new_flag': 1}, resume=True, defaults={'new_flag': 0})
+
+
+class InterruptingEvaluate:
+  """Evaluates like `evaluate`, but raises KeyboardInterrupt at one round."""
+
+  def __init__(self, at_call):
+    self.calls = 0
+    self.at_call = at_call
+
+  def __call__(self, state, client_states):
+    self.calls += 1
+    if self.calls == self.at_call:
+      raise KeyboardInterrupt('Ctrl-C during evaluation')
+    return evaluate(state, client_states)
+
+
+@pytest.mark.parametrize('with_client_states', [False, True])
+def test_interrupt_during_evaluation_then_resume_equals_uninterrupted(tmp_path, with_client_states):
+  make = lambda: FakeAlgorithm(with_client_states=with_client_states)
+  full = run(tmp_path / 'full', rounds=7, algorithm=make(), checkpoint_every=10)
+  with pytest.raises(KeyboardInterrupt):
+    # Evaluations at rounds 2, 4, 6: the third one (round 6) is interrupted.
+    run(tmp_path / 'cut', rounds=7, algorithm=make(), checkpoint_every=10,
+        evaluate=InterruptingEvaluate(at_call=3))
+  ckpts = checkpointing.CheckpointManager(str(tmp_path / 'cut' / 'checkpoints'))
+  # Round 6 trained but has no row: the checkpoint is round 5's, never 6's.
+  assert ckpts.latest_round() == 5
+  assert [int(r['round']) for r in read_rows(tmp_path / 'cut')] == [1, 2, 3, 4, 5]
+  if with_client_states:
+    restored = ckpts.load_latest(make().initialize(1), lambda c: make().initial_client_state(c, 1))
+    assert sum(int(s['visits']) for s in restored.client_states.values()) == 5 * 3
+  resumed = run(tmp_path / 'cut', rounds=7, resume=True, algorithm=make(), checkpoint_every=10)
+  np.testing.assert_array_equal(full.state['w'], resumed.state['w'])
+  assert read_rows(tmp_path / 'full') == read_rows(tmp_path / 'cut')
+  if with_client_states:
+    assert {c: int(s['visits']) for c, s in full.client_states.items()} == {
+        c: int(s['visits']) for c, s in resumed.client_states.items()}
+
+
+class InterruptingOutputs(run_outputs.RunOutputs):
+  """Writes metrics.csv for round `at`, then is interrupted before TensorBoard."""
+
+  def __init__(self, path, at):
+    super().__init__(path)
+    self.at = at
+
+  def release_metrics(self, round_num, row):
+    if round_num == self.at:
+      import csv as csv_lib
+      with open(self.metrics_path, 'a', newline='') as f:  # A half-written release.
+        csv_lib.writer(f).writerow([round_num])
+      raise KeyboardInterrupt('Ctrl-C while writing the row')
+    super().release_metrics(round_num, row)
+
+
+def test_interrupt_while_writing_a_row_then_resume_equals_uninterrupted(tmp_path):
+  full = run(tmp_path / 'full', rounds=5, algorithm=FakeAlgorithm(), checkpoint_every=10)
+  with pytest.raises(KeyboardInterrupt):
+    run(tmp_path / 'cut', rounds=5, algorithm=FakeAlgorithm(), checkpoint_every=10,
+        outputs=InterruptingOutputs(str(tmp_path / 'cut'), at=4))
+  assert checkpointing.CheckpointManager(str(tmp_path / 'cut' / 'checkpoints')).latest_round() == 3
+  resumed = run(tmp_path / 'cut', rounds=5, resume=True, algorithm=FakeAlgorithm(),
+                checkpoint_every=10)
+  np.testing.assert_array_equal(full.state['w'], resumed.state['w'])
+  assert read_rows(tmp_path / 'full') == read_rows(tmp_path / 'cut')
+
+
+@pytest.mark.parametrize('nan_in, what', [
+    ('loss', 'training loss nan'),
+    ('weights', 'non-finite model weights'),
+    ('client_state', 'non-finite state of 1 client(s)'),
+    ('all_dropped', 'all 3 clients dropped as non-finite'),
+])
+def test_divergence_stops_at_the_first_bad_round_keeping_the_last_good_one(tmp_path, nan_in, what):
+  algorithm = FakeAlgorithm(with_client_states=True, nan_at=4, nan_in=nan_in)
+  with pytest.raises(program_logic.DivergenceError) as raised:
+    run(tmp_path, rounds=8, algorithm=algorithm, checkpoint_every=10)
+  message = str(raised.value)
+  assert '\n' not in message
+  assert message.startswith(f'round 4 diverged ({what}')
+  assert 'learning rate 0.5' in message
+  assert [int(r['round']) for r in read_rows(tmp_path)] == [1, 2, 3]
+  ckpts = checkpointing.CheckpointManager(str(tmp_path / 'checkpoints'))
+  assert ckpts.versions() == [3]
+  reference = run(tmp_path / 'ref', rounds=3, algorithm=FakeAlgorithm(with_client_states=True))
+  restored = ckpts.load_latest(FakeAlgorithm().initialize(1),
+                               lambda c: FakeAlgorithm().initial_client_state(c, 1))
+  np.testing.assert_array_equal(restored.server_state['w'], reference.state['w'])
+  assert all(np.isfinite(float(s['head'])) for s in restored.client_states.values())
+  summary = json.loads((tmp_path / 'summary.json').read_text())
+  assert (summary['rounds_completed'], summary['interrupted']) == (3, True)
+
+
+def test_some_clients_dropped_are_counted_not_fatal(tmp_path):
+  class Dropping(FakeAlgorithm):
+    def next(self, *args):
+      out = super().next(*args)
+      return base.RoundOutput(out.state, out.client_states,
+                              dict(out.metrics, non_finite_clients=1))
+  run(tmp_path, rounds=3, algorithm=Dropping())
+  assert [r['non_finite_clients'] for r in read_rows(tmp_path)] == ['1', '1', '1']
+
+
+def test_first_downloads_are_counted_once_per_client_and_after_resume(tmp_path):
+  cost = collections.namedtuple('Cost', 'params bytes')(10, 40)
+  make = lambda: FakeAlgorithm(initial_download_cost=cost)
+  run(tmp_path / 'full', rounds=6, algorithm=make())
+  rows = read_rows(tmp_path / 'full')
+  seen, expected = set(), []
+  from tff_programs import sampling
+  for r in range(1, 7):
+    ids = sampling.sample_clients(IDS, 3, seed=1, round_num=r)
+    expected.append(len(set(ids) - seen))
+    seen |= set(ids)
+  assert [int(r['first_round_clients']) for r in rows] == expected
+  assert sum(expected) == len(seen) and expected[0] == 3
+  assert [int(r['initial_download_bytes']) for r in rows] == [40 * n for n in expected]
+  assert [int(r['download_bytes']) for r in rows] == [300 + 40 * n for n in expected]
+  with pytest.raises(KeyboardInterrupt):
+    run(tmp_path / 'cut', rounds=6, algorithm=FakeAlgorithm(initial_download_cost=cost, fail_at=4))
+  run(tmp_path / 'cut', rounds=6, algorithm=make(), resume=True)
+  assert read_rows(tmp_path / 'cut') == rows
+
+
+@pytest.mark.parametrize('with_client_states', [False, True])
+def test_resume_skips_a_corrupted_newest_checkpoint(tmp_path, with_client_states):
+  full = run(tmp_path / 'full', rounds=6, algorithm=FakeAlgorithm(with_client_states=with_client_states))
+  run(tmp_path / 'cut', rounds=5, algorithm=FakeAlgorithm(with_client_states=with_client_states))
+  data = tmp_path / 'cut' / 'checkpoints' / 'program_state_5' / 'variables' / 'variables.data-00000-of-00001'
+  with open(data, 'r+b') as f:
+    f.truncate(data.stat().st_size // 2)
+  resumed = run(tmp_path / 'cut', rounds=6, resume=True,
+                algorithm=FakeAlgorithm(with_client_states=with_client_states))
+  np.testing.assert_array_equal(full.state['w'], resumed.state['w'])
+  assert read_rows(tmp_path / 'full') == read_rows(tmp_path / 'cut')
+  ckpts = checkpointing.CheckpointManager(str(tmp_path / 'cut' / 'checkpoints'))
+  assert ckpts.load_latest(full.state).round_num == 6
+
+
+def test_target_metric_selects_the_column_for_rounds_to_target(tmp_path):
+  outputs = run_outputs.RunOutputs(str(tmp_path))
+  personalized = lambda state, cs: {'eval_accuracy': 0.1, 'personalized_accuracy_mean': 0.9}
+  config = program_logic.LoopConfig(rounds=3, clients_per_round=3, eval_every=1, seed=1,
+                                    target_accuracy=0.5, stop_at_target=True,
+                                    target_metric='personalized_accuracy_mean')
+  result = program_logic.run_training(
+      algorithm=FakeAlgorithm(), client_ids=IDS, make_client_dataset=dataset_fn,
+      evaluate=personalized, config=config, outputs=outputs,
+      checkpoints=checkpointing.CheckpointManager(outputs.checkpoint_dir), show_progress=False)
+  assert result.last_round == 1 and result.summary['stopped_at_target']
+  assert result.summary['rounds_to_target'] == 1.0
+  assert result.summary['target_metric'] == 'personalized_accuracy_mean'

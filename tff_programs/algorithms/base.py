@@ -80,6 +80,10 @@ class FederatedAlgorithm(abc.ABC):
 
   name: str = 'algorithm'
   uses_client_states: bool = False
+  # Per-client cost of the full model a client must download before its first
+  # round, when the per-round broadcast is not the full model (RPN); counted by
+  # the program loop (`program_logic.FirstDownloads`). None: nothing extra.
+  initial_download_cost: Optional[Any] = None
 
   def bind_data(self, data: Any) -> None:
     """Receives the run's `FederatedData` before training (default: unused).
