@@ -142,3 +142,32 @@ def test_dense_communication_accounting(tff_context):
   assert out.metrics['upload_params_per_client'] == 6  # 2x2 kernel + 2 bias
   assert out.metrics['upload_bytes'] == 2 * 6 * 4
   assert out.metrics['download_params'] == 6 and out.metrics['download_bytes'] == 48
+
+
+@pytest.mark.parametrize('builder', [fedavg.build_fedavg, fedavg.build_fedsgd])
+def test_a_client_with_a_non_finite_update_is_counted_as_dropped(tff_context, builder):
+  # Client B's inputs hold an inf: its gradient (hence update) is not finite, so
+  # TFF drops it (weight 0); the round equals client A alone, and says so.
+  bad_x = CLIENT_B[0].copy()
+  bad_x[0, 0] = np.inf
+  config = fedavg.FedAvgConfig(client_learning_rate=ETA)
+  algorithm, output = run_round(builder, config, [dataset(*CLIENT_A, 2), dataset(bad_x, CLIENT_B[1], 3)])
+  assert output.metrics['non_finite_clients'] == 1
+  if builder is fedavg.build_fedavg:  # TFF's FedAvg also resets the dropped client's metrics;
+    assert output.metrics['examples'] == 2
+  else:  # its FedSGD keeps them: the round's loss is not finite (the loop stops there).
+    assert not np.isfinite(output.metrics['train_loss'])
+  gw, gb = grad_at_zero(*CLIENT_A)
+  kernel, bias = algorithm.model_weights(output.state)
+  np.testing.assert_allclose(kernel, -ETA * gw, atol=1e-6)
+  np.testing.assert_allclose(bias, -ETA * gb, atol=1e-6)
+  # Every client dropped: nothing learned, the training loss is undefined (NaN).
+  _, output = run_round(builder, config, [dataset(bad_x, CLIENT_B[1], 3)] * 2)
+  assert output.metrics['non_finite_clients'] == 2
+  assert not np.isfinite(output.metrics['train_loss'])
+
+
+def test_clients_with_finite_updates_are_not_counted(tff_context):
+  _, output = run_round(fedavg.build_fedavg, fedavg.FedAvgConfig(client_learning_rate=ETA),
+                        [dataset(*CLIENT_A, 2), dataset(*CLIENT_B, 3)])
+  assert output.metrics['non_finite_clients'] == 0

@@ -36,6 +36,43 @@ WEIGHTINGS = {
 }
 
 
+class DroppedClientCounter(tff.aggregators.WeightedAggregationFactory):
+  """Wraps a weighted aggregator; also counts the clients whose weight is 0.
+
+  TFF's FedAvg and FedSGD client work zeroes the update and the weight of a
+  client whose update is not finite (and resets its metrics), so the client
+  silently drops out of the round. Every FedSuite client holds at least one
+  example, so a zero weight means exactly that; this factory reports how many:
+    next: (<state@SERVER, value@CLIENTS, float32@CLIENTS>
+           -> <state@SERVER, value@SERVER,
+               <inner=measurements, non_finite_clients=int32>@SERVER>)
+  """
+
+  def __init__(self, inner: Optional[tff.aggregators.WeightedAggregationFactory] = None):
+    self.inner = inner
+    self._inner = inner if inner is not None else tff.aggregators.MeanFactory()
+
+  def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+    process = self._inner.create(value_type, weight_type)
+
+    @tff.tensorflow.computation(weight_type)
+    def dropped(weight):
+      return tf.cast(tf.equal(weight, 0), tf.int32)
+
+    @tff.federated_computation(
+        process.initialize.type_signature.result,
+        tff.FederatedType(value_type, tff.CLIENTS),
+        tff.FederatedType(weight_type, tff.CLIENTS))
+    def next_fn(state, value, weight):
+      output = process.next(state, value, weight)
+      measurements = tff.federated_zip(collections.OrderedDict(
+          inner=output.measurements,
+          non_finite_clients=tff.federated_sum(tff.federated_map(dropped, weight))))
+      return tff.templates.MeasuredProcessOutput(output.state, output.result, measurements)
+
+    return tff.templates.AggregationProcess(process.initialize, next_fn)
+
+
 @dataclasses.dataclass(frozen=True)
 class FedAvgConfig:
   """Hyper-parameters of FedAvg/FedSGD.
@@ -100,6 +137,8 @@ class LearningProcessAlgorithm(base.FederatedAlgorithm):
     else:
       self.upload_cost = accounting.dense_cost(shapes)
       self.download_cost = accounting.dense_cost(all_shapes)
+    initial = accounting.initial_download_cost(upload_factory, all_shapes)
+    self.initial_download_cost = initial if initial.params else None
 
   @property
   def keras_template(self) -> tf.keras.Model:
@@ -137,14 +176,19 @@ class LearningProcessAlgorithm(base.FederatedAlgorithm):
     output = self.process.next(state, list(client_datasets))
     train = output.metrics['client_work']['train']
     m = len(client_ids)
+    aggregator = output.metrics.get('aggregator', {})
+    dropped = int(aggregator['non_finite_clients'])
+    examples = int(train['num_examples'])
     metrics = collections.OrderedDict(
-        train_loss=float(train['loss']),
+        # No client kept: nothing was learned, and the loss is undefined.
+        train_loss=float(train['loss']) if examples else float('nan'),
         train_accuracy=float(train['sparse_categorical_accuracy']),
         clients=m,
-        examples=int(train['num_examples']),
+        examples=examples,
+        non_finite_clients=dropped,
         learning_rate=self.learning_rate(round_num),
     )
-    metrics.update(self._communication(output.metrics.get('aggregator', {}), m))
+    metrics.update(self._communication(aggregator['inner'], m))
     return base.RoundOutput(state=output.state, client_states={}, metrics=metrics)
 
   def _communication(self, aggregator_metrics: Mapping[str, Any], m: int) -> dict[str, float]:
@@ -202,7 +246,7 @@ def build_fedavg(
       client_optimizer_fn=_sgd(config.client_learning_rate, config.client_momentum),
       server_optimizer_fn=_sgd(config.server_learning_rate),
       client_weighting=WEIGHTINGS[config.client_weighting],
-      model_aggregator=aggregator,
+      model_aggregator=DroppedClientCounter(aggregator),
   )
   return LearningProcessAlgorithm(
       name='fedavg',
@@ -236,7 +280,7 @@ def build_fedsgd(
           task.model_builder, task.element_spec, ignore_label=task.ignore_label
       ),
       server_optimizer_fn=_sgd(step),
-      model_aggregator=aggregator,
+      model_aggregator=DroppedClientCounter(aggregator),
   )
   return LearningProcessAlgorithm(
       name='fedsgd',
