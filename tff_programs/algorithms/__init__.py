@@ -12,6 +12,7 @@ from typing import Any, Optional
 import dataclasses
 import os
 
+from compression import accounting
 from compression import rpn
 from compression import rpn_aggregator
 from datasets import preprocessing
@@ -58,11 +59,39 @@ def _build_rpn(task: base.Task, cfg: Any, inner: Optional[Any]) -> base.Federate
   aggregator = rpn_aggregator.RPNFactory(
       inner, threshold=cfg.rpn_threshold, kinds=rpn.kinds_from_keras(template))
   if fedavg_stats.has_statistics(template):
-    return _fedavg_with_statistics(task, cfg, aggregator, 'rpn', cfg.rpn_weighting)
+    algorithm = _fedavg_with_statistics(task, cfg, aggregator, 'rpn', cfg.rpn_weighting)
+    # Clients apply pooled broadcasts to the model they hold: the full model once first.
+    algorithm.initial_download_cost = accounting.initial_download_cost(
+        aggregator, [tuple(v.shape) for v in template.weights])
+    return algorithm
   config = dataclasses.replace(_fedavg_config(cfg), client_weighting=cfg.rpn_weighting)
   algorithm = fedavg.build_fedavg(task, config, aggregator=aggregator)
   algorithm.name = 'rpn'
   return algorithm
+
+
+def _build_fedsgd(task: base.Task, cfg: Any, aggregator: Optional[Any]) -> base.FederatedAlgorithm:
+  """TFF's FedSGD; for models with batch-norm statistics, the equivalent FedAvg
+  round (E=1, B=inf, step eta*server_lr, n_k weights) that averages them too.
+
+  One full-batch SGD step per client followed by the n_k-weighted average of
+  the clients' weights is exactly w - eta * sum_k (n_k / n) g_k (FedSGD); TFF's
+  FedSGD would leave the moving statistics at their initial values (0 and 1).
+  """
+  if not fedavg_stats.has_statistics(task.model_builder()):
+    return fedavg.build_fedsgd(task, _fedavg_config(cfg), aggregator=aggregator)
+  if cfg.batch is not None:
+    raise fedavg_stats.StatisticsError(
+        f'--batch_size={cfg.batch_size}: fedsgd on a model with batch-norm statistics takes its '
+        "one gradient on the whole client set as one batch (the statistics' batch); use --batch_size=inf")
+  if cfg.client_weighting != 'num_examples':
+    raise fedavg_stats.StatisticsError(
+        f'--client_weighting={cfg.client_weighting}: fedsgd weights clients by num_examples only')
+  return fedavg_stats.FedAvgWithStatistics(
+      task, name='fedsgd', client_learning_rate=cfg.client_learning_rate * cfg.server_learning_rate,
+      learning_rate_decay=cfg.learning_rate_decay,
+      learning_rate_decay_from=cfg.learning_rate_decay_from, local_epochs=1,
+      client_weighting='num_examples', aggregator=aggregator)
 
 
 def _build_fedper(task: base.Task, cfg: Any, aggregator: Optional[Any]) -> base.FederatedAlgorithm:
@@ -108,7 +137,7 @@ AlgorithmBuilder = Callable[[base.Task, Any, Optional[Any]], base.FederatedAlgor
 
 ALGORITHMS: dict[str, AlgorithmBuilder] = {
     'fedavg': _build_fedavg,
-    'fedsgd': lambda task, cfg, agg: fedavg.build_fedsgd(task, _fedavg_config(cfg), aggregator=agg),
+    'fedsgd': _build_fedsgd,
     'rpn': _build_rpn,
     'fedper': _build_fedper,
     'fedgkt': _build_fedgkt,
