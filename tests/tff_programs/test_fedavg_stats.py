@@ -114,3 +114,16 @@ def test_tffs_frozen_statistics_warning_is_silenced_only_where_they_are_averaged
     return [w for w in caught if 'Batch Normalization contains' in str(w.message)]
   assert not bn_warnings(lambda: algorithms.ALGORITHMS['fedavg'](TASK, flags(), None))
   assert bn_warnings(lambda: fedavg.build_fedavg(TASK, fedavg.FedAvgConfig()))
+
+
+def test_non_finite_clients_counts_clients_with_nan_or_inf_updates(tff_context):
+  """Client c has an inf input: NaN batch statistics, loss and delta; a stays finite."""
+  algorithm = algorithms.ALGORITHMS['fedavg'](TASK, flags(), None)
+  bad = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+      x=np.array([[np.inf, 1.], [0., 1.]], np.float32), y=np.array([0, 1], np.int64))).batch(100)
+  state = algorithm.initialize(0)
+  out = algorithm.next(state, 1, ['a', 'c'], [dataset('a'), bad], {})
+  assert out.metrics['non_finite_clients'] == 1
+  assert not np.isfinite(algorithm.model_weights(out.state)[0]).all()  # the mean is poisoned
+  finite = algorithm.next(algorithm.initialize(0), 1, ['a', 'b'], [dataset('a'), dataset('b')], {})
+  assert finite.metrics['non_finite_clients'] == 0

@@ -93,14 +93,95 @@ def test_personal_blocks_zero_matches_fedavg(tff_context):
     np.testing.assert_allclose(p, a, rtol=1e-6, atol=1e-7)
 
 
-def test_finetune_variant_changes_only_the_head_first(tff_context):
-  plain = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(client_learning_rate=LR, local_epochs=1))
-  tuned = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(client_learning_rate=LR, local_epochs=1,
-                                                            finetune_personal=True))
-  heads = {'a': plain.initial_client_state('a', 0)}
-  a = plain.next(plain.initialize(0), 1, ['a'], [dataset('a')], heads)
-  b = tuned.next(tuned.initialize(0), 1, ['a'], [dataset('a')], heads)
-  assert not np.allclose(a.client_states['a']['trainable'][0], b.client_states['a']['trainable'][0])
+def test_finetune_runs_one_head_only_epoch_then_normal_training(tff_context):
+  """Appendix A.3 by hand: client a (2 examples), batch 1, E = 2 epochs.
+
+  The dataset holds 4 batches (a0, a1, a0, a1). Fine-tuning first takes one
+  SGD step per batch of the first epoch (a0, a1) on the head alone, the base
+  frozen; then the normal E = 2 epochs (4 steps) train base and head.
+  """
+  config = fedper.FedPerConfig(client_learning_rate=LR, local_epochs=2, finetune_personal=True)
+  tuned = fedper.FedPerAlgorithm(TASK, config)
+  state = tuned.initialize(0)
+  head = tuned.initial_client_state('a', 0)
+  w1, b1 = state['model']['base']['trainable']
+  w2, b2 = head['trainable']
+  out = tuned.next(state, 1, ['a'], [dataset('a', batch=1, epochs=2)], {'a': head})
+  x, y = DATA['a']
+  examples = [(x[i:i + 1], y[i:i + 1]) for i in (0, 1, 0, 1)]
+
+  def train(weights, head_only_batches, base_moves_in_finetune=False):
+    w1, b1, w2, b2 = weights
+    for xb, yb in examples[:head_only_batches]:
+      n1, nb1, w2, b2 = numpy_step(w1, b1, w2, b2, xb, yb, LR)
+      if base_moves_in_finetune:
+        w1, b1 = n1, nb1
+    for xb, yb in examples:
+      w1, b1, w2, b2 = numpy_step(w1, b1, w2, b2, xb, yb, LR)
+    return w1, b1, w2, b2
+
+  expected = train((w1, b1, w2, b2), head_only_batches=2)
+  got = (*out.state['model']['base']['trainable'], *out.client_states['a']['trainable'])
+  for g, e in zip(got, expected):  # one client: the new base is its trained base
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+  # The alternatives this excludes differ: no fine-tuning, one or two
+  # epochs (1 or 4 batches) of it, or a fine-tuning epoch that moves the base.
+  for wrong in (train((w1, b1, w2, b2), 0), train((w1, b1, w2, b2), 1),
+                train((w1, b1, w2, b2), 4),
+                train((w1, b1, w2, b2), 2, base_moves_in_finetune=True)):
+    assert max(np.abs(g - w).max() for g, w in zip(got, wrong)) > 1e-3
+
+
+def test_non_finite_flag_marks_nan_or_inf_in_any_tensor():
+  finite = [tf.ones([2, 2]), tf.zeros([3])]
+  assert int(fedper.non_finite_flag(tf.constant(1.5), finite)) == 0
+  assert int(fedper.non_finite_flag(tf.constant(np.inf), finite)) == 1  # the loss
+  assert int(fedper.non_finite_flag(tf.constant(1.5), [tf.ones([2]), tf.constant([0., np.nan])])) == 1
+  # Integer tensors (counts) are not checked; nothing to check is finite.
+  assert int(fedper.non_finite_flag(tf.constant(7, tf.int64), finite)) == 0
+  assert int(fedper.non_finite_flag([])) == 0
+
+
+def test_non_finite_clients_counts_clients_with_nan_or_inf_updates(tff_context):
+  """c and d have an inf input: NaN logits, loss and update; a and b stay finite."""
+  bad = (np.array([[np.inf, 0.], [1., 1.]], np.float32), np.array([0, 1], np.int64))
+  datasets = {cid: dataset(cid) for cid in DATA}
+  for cid in ('c', 'd'):
+    datasets[cid] = tf.data.Dataset.from_tensor_slices(
+        collections.OrderedDict(x=bad[0], y=bad[1])).batch(100)
+  algorithm = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(client_learning_rate=LR))
+  state = algorithm.initialize(0)
+  ids = ['a', 'c', 'b', 'd']
+  heads = {c: algorithm.initial_client_state(c, 0) for c in ids}
+  out = algorithm.next(state, 1, ids, [datasets[c] for c in ids], heads)
+  assert out.metrics['non_finite_clients'] == 2
+  assert np.isfinite(out.client_states['a']['trainable'][0]).all()
+  assert not np.isfinite(out.client_states['c']['trainable'][0]).all()
+  finite = algorithm.next(algorithm.initialize(0), 1, ['a', 'b'],
+                          [datasets['a'], datasets['b']], heads)
+  assert finite.metrics['non_finite_clients'] == 0
+
+
+def test_non_finite_clients_counts_overflowed_updates_behind_a_finite_loss(tff_context):
+  """A huge rate (3e38), one step from W1 = 0, b1 = 0 (base), W2 = I, b2 = 0
+  (head): logits 0, loss log 2 (finite) for both clients.
+
+  p, x = (1, 4), y = 0: dL/dW1 = x^T (-0.5, 0.5) has +-2 in its second row, so
+  W1 moves by 6e38 = inf. q, x = (0, 0): W1 keeps 0; b1 and b2 move by 1.5e38,
+  finite. Only p counts.
+  """
+  algorithm = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(client_learning_rate=3e38))
+  state = algorithm.initialize(0)
+  state['model']['base']['trainable'] = [np.zeros((2, 2), np.float32), np.zeros(2, np.float32)]
+  head = collections.OrderedDict(trainable=[np.eye(2, dtype=np.float32), np.zeros(2, np.float32)],
+                                 non_trainable=[])
+  data = {'p': ([[1., 4.]], [0]), 'q': ([[0., 0.]], [0])}
+  datasets = [tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+      x=np.array(x, np.float32), y=np.array(y, np.int64))).batch(1) for x, y in data.values()]
+  out = algorithm.next(state, 1, list(data), datasets, {c: head for c in data})
+  assert out.metrics['non_finite_clients'] == 1
+  assert out.metrics['train_loss'] == pytest.approx(np.log(2.0))
+  assert all(np.isfinite(w).all() for w in tf.nest.flatten(out.client_states['q']))
 
 
 def fedper_cfg(tmp_path, **overrides):

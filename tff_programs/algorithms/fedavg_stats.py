@@ -18,6 +18,9 @@ without statistics is tested:
   next: (<server_state@SERVER, {<x, y>*}@CLIENTS, <>@CLIENTS>
          -> <server_state@SERVER, <>@CLIENTS, metrics@SERVER>)
 
+Its metrics rows are FedPer's, `non_finite_clients` included (the round's
+clients whose delta, statistics or training loss has a NaN or inf).
+
 `--algorithm=fedavg` and `--algorithm=rpn` select it automatically for models
 with non-trainable weights. It supports what that process does: plain client
 SGD (no momentum) and server learning rate 1; other settings are refused in

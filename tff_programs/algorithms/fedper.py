@@ -17,7 +17,11 @@ The TFF process (an `IterativeProcess`, since clients carry state):
   next: (<server_state@SERVER, {<x, y>*}@CLIENTS, personal@CLIENTS>
          -> <server_state@SERVER, personal@CLIENTS, metrics@SERVER>)
 The base update goes through an injectable aggregator (weighted mean by
-default; RPN compresses it like FedAvg's).
+default; RPN compresses it like FedAvg's). metrics = <train=<loss_sum, correct,
+examples, non_finite>, aggregator=...>: `non_finite` sums each client's 0/1
+flag "its base delta, base statistics, personal weights or training loss has a
+NaN or inf" (`non_finite_flag`), reported per round as `non_finite_clients`
+(divergence detection).
 """
 
 from __future__ import annotations
@@ -122,6 +126,20 @@ class WeightSplit:
     return trainable, non_trainable
 
 
+def non_finite_flag(*values: Any) -> tf.Tensor:
+  """int32 1 if any floating-point tensor in the nests `values` has a NaN or
+  inf entry, else 0 (integer tensors are ignored; no values: 0).
+
+  A client's contribution to the `non_finite_clients` count: summed over the
+  round's clients (`tff.federated_sum`) it is the number of diverged clients.
+  """
+  checks = [tf.reduce_all(tf.math.is_finite(t)) for t in tf.nest.flatten(values)
+            if tf.as_dtype(t.dtype).is_floating]
+  if not checks:
+    return tf.constant(0, tf.int32)
+  return tf.cast(tf.logical_not(tf.reduce_all(tf.stack(checks))), tf.int32)
+
+
 def _sgd_epochs(model, trainable_vars, dataset, learning_rate, num_batches=None):
   """Plain SGD on `trainable_vars` over `dataset` (or its first `num_batches`).
 
@@ -193,8 +211,10 @@ def build_fedper_process(
     # Update in TFF's convention: initial - trained (the server subtracts it).
     delta = [a - b for a, b in zip(base_weights['trainable'], new_base['trainable'])]
     n = tf.constant(1.0) if uniform else tf.cast(examples, tf.float32)
+    non_finite = non_finite_flag(loss_sum, delta, new_base['non_trainable'], new_personal)
     return (delta, new_base['non_trainable'], new_personal, n,
-            collections.OrderedDict(loss_sum=loss_sum, correct=correct, examples=examples))
+            collections.OrderedDict(loss_sum=loss_sum, correct=correct, examples=examples,
+                                    non_finite=non_finite))
 
   @tff.tensorflow.computation(base_type, personal_type, data_type, np.float32)
   def client_update(base_weights, personal_weights, dataset, learning_rate):
@@ -303,7 +323,9 @@ class FedPerAlgorithm(base.FederatedAlgorithm):
     row = collections.OrderedDict(
         train_loss=float(train['loss_sum']) / max(examples, 1),
         train_accuracy=float(train['correct']) / max(examples, 1),
-        clients=m, examples=examples, learning_rate=self.learning_rate(round_num),
+        clients=m, examples=examples,
+        non_finite_clients=int(train['non_finite']),
+        learning_rate=self.learning_rate(round_num),
         upload_params_per_client=self.upload_cost.params,
         upload_bytes=self.upload_cost.bytes * m,
         download_params=self.download_cost.params,
