@@ -16,7 +16,9 @@ import pytest
 import tensorflow as tf
 
 from datasets import federated as federated_lib
+from tff_programs import algorithms
 from tff_programs import experiment
+from tff_programs import sampling
 from tff_programs.algorithms import base
 from tff_programs.algorithms import fedgkt
 from tff_programs.algorithms import gkt_losses
@@ -89,6 +91,7 @@ def test_type_signatures(tff_context):
   server = '<trainable=<float32[32,3],float32[3]>,non_trainable=<>>'
   opt = '<learning_rate=float32>'
   totals = '<loss_sum=float32,correct=float32,examples=int64>'
+  client_totals = '<loss_sum=float32,correct=float32,examples=int64,non_finite=int32>'
   features = '<h=float32[?,4,4,2],z=float32[?,3],y=int64[?]>*'
   assert str(comps.client_phase.type_signature) == (
       f'(<edge_weights={{{edge}}}@CLIENTS,edge_optimizer_state={{{opt}}}@CLIENTS,'
@@ -96,7 +99,7 @@ def test_type_signatures(tff_context):
       'extract_data={<x=float32[?,4,4,1],y=int64[?]>*}@CLIENTS,'
       'teacher_mask={float32}@CLIENTS,learning_rate=float32@SERVER> -> '
       f'{{<edge={edge},optimizer={opt},features=float32[?,4,4,2],logits=float32[?,3],'
-      f'labels=int64[?],metrics={totals}>}}@CLIENTS)')
+      f'labels=int64[?],metrics={client_totals}>}}@CLIENTS)')
   state = f'<model={server},optimizer={opt}>'
   assert str(comps.server_train.type_signature) == (
       f'(<state={state}@SERVER,data={features}@SERVER,learning_rate=float32@SERVER> -> '
@@ -125,6 +128,7 @@ def test_one_round_returns_server_logits_and_counts_communication(tff_context):
                                rtol=1e-5, atol=1e-5)
   m = out.metrics
   assert (m['clients'], m['examples']) == (2, 2 * 12)  # examples trained on: E_c = 2 epochs
+  assert m['non_finite_clients'] == 0
   # 12 examples uploaded: H = 4*4*2 = 32 floats, Z_c 3 floats, Y 1 int64 (8 bytes).
   assert m['upload_params_per_client'] == 12 * (32 + 3 + 1) / 2
   assert m['upload_bytes'] == 12 * ((32 + 3) * 4 + 8)
@@ -279,13 +283,174 @@ def tiny_models(monkeypatch):
                       lambda classes, config: lambda shape: tiny_server(shape, classes))
 
 
-def test_both_learning_rates_follow_the_schedule(tmp_path, tiny_models):
-  result = experiment.run_experiment(gkt_cfg(
-      tmp_path, rounds=3, eval_every=3, gkt_server_learning_rate=0.02,
-      learning_rate_decay=0.5, learning_rate_decay_from=2), **QUIET)
-  rows = read_rows(result.run_dir)
-  assert [float(r['learning_rate']) for r in rows] == pytest.approx([0.01, 0.01, 0.005])
-  assert [float(r['server_learning_rate']) for r in rows] == pytest.approx([0.02, 0.02, 0.01])
+def linear_edge(input_shape=(2,), num_classes=2, fe_init='identity'):
+  """Edge f_c(f_e(x)) = (x E) W + b: f_e = Dense(2, no bias) 'fe', f_c = Dense 'fc'
+  (initial E = identity, W = 0, b = 0: outputs and gradients by hand)."""
+  inputs = tf.keras.Input(input_shape)
+  fe = tf.keras.layers.Dense(2, use_bias=False, kernel_initializer=fe_init, name='fe')
+  fc = tf.keras.layers.Dense(num_classes, kernel_initializer='zeros', name='fc')
+  features = tf.keras.Input([2])
+  return (tf.keras.Model(inputs, fe(inputs)), tf.keras.Model(features, fc(features)),
+          tf.keras.Model(inputs, fc(fe(inputs))))
+
+
+def linear_server(feature_shape, num_classes=2):
+  """Server f_s(H) = H S + s: Dense 's' (initial S = 0, s = 0)."""
+  features = tf.keras.Input(feature_shape)
+  return tf.keras.Model(features, tf.keras.layers.Dense(
+      num_classes, kernel_initializer='zeros', name='s')(features))
+
+
+def linear_data(train, test, central):
+  ids = tuple(sorted(train))
+  return federated_lib.FederatedData(
+      name='linear', client_ids=ids, train_arrays=train, test_arrays=test,
+      central_test=central, label_histogram=np.ones((len(ids), 2), np.int64), num_classes=2,
+      input_shape=(2,))
+
+
+LINEAR_SPEC = collections.OrderedDict(x=tf.TensorSpec([None, 2], tf.float32),
+                                      y=tf.TensorSpec([None], tf.int64))
+LINEAR_TASK = base.Task(lambda: None, LINEAR_SPEC, 2)
+
+
+def xy(x, y):
+  return np.asarray(x, np.float32), np.asarray(y, np.int64)
+
+
+def test_both_learning_rates_used_follow_the_schedule(tff_context, tmp_path, monkeypatch):
+  """The rates the client and server steps use (not only the logged ones).
+
+  One client, one example x = (1, 2), y = 0, one plain-SGD step on each side,
+  every round from the same initial states: the edge starts at E = I, W = 0,
+  b = 0, so z_c = 0, dCE/dz = softmax(0) - onehot(0) = (-0.5, 0.5), and
+  W = -eta_c x^T (-0.5, 0.5), b = -eta_c (-0.5, 0.5) (E gets no gradient
+  while W = 0). The server sees H = x E = x and starts at S = 0, s = 0: the
+  same step with eta_s (CE only: kd_mode='server_to_edge', and the client has
+  no teacher logits). Rates: 0.1 / 0.2, decay 0.5 from round 2.
+  """
+  monkeypatch.setattr(fedgkt, 'default_edge_builder',
+                      lambda shape, classes, config: lambda: linear_edge(shape, classes))
+  monkeypatch.setattr(fedgkt, 'default_server_builder',
+                      lambda classes, config: lambda shape: linear_server(shape, classes))
+  cfg = experiment.ExperimentConfig(
+      algorithm='fedgkt', dataset='synthetic', client_learning_rate=0.1,
+      gkt_server_learning_rate=0.2, learning_rate_decay=0.5, learning_rate_decay_from=2,
+      gkt_kd='server_to_edge', gkt_optimizer='sgd', local_epochs=1, batch_size=1,
+      gkt_server_epochs=1, output_dir=str(tmp_path))
+  alg = algorithms.ALGORITHMS['fedgkt'](LINEAR_TASK, cfg, None)
+  alg.bind_data(linear_data({'a': xy([[1., 2.]], [0])}, None, xy([[1., 2.]], [0])))
+  gradient = np.array([[-0.5, 0.5], [-1.0, 1.0]])  # x^T (p - onehot)
+  state = alg.initialize(0)
+  client = alg.initial_client_state('a', 0)
+  for round_num, eta_c, eta_s in ((1, 0.1, 0.2), (2, 0.1, 0.2), (3, 0.05, 0.1), (4, 0.025, 0.05)):
+    out = alg.next(state, round_num, ['a'], [None], {'a': client})
+    e, w, b = out.client_states['a']['edge']['trainable']
+    np.testing.assert_array_equal(e, np.eye(2))
+    np.testing.assert_allclose(w, -eta_c * gradient, rtol=1e-6)
+    np.testing.assert_allclose(b, -eta_c * gradient[0], rtol=1e-6)
+    s_kernel, s_bias = out.state['model']['trainable']
+    np.testing.assert_allclose(s_kernel, -eta_s * gradient, rtol=1e-6)
+    np.testing.assert_allclose(s_bias, -eta_s * gradient[0], rtol=1e-6)
+    assert (out.metrics['learning_rate'], out.metrics['server_learning_rate']) == pytest.approx(
+        (eta_c, eta_s))
+
+
+def test_evaluation_averages_the_sampled_clients_on_the_central_test_set():
+  """By hand, with S = I (f_s(H) = H) and two trained clients, c never sampled:
+
+  central x = (1,0) (0,1) (2,1) (1,3) (3,2), y = 0 1 0 0 1.
+  a: E = I, so f_s(f_e(x)) = x: argmax 0 1 0 1 0 -> 3/5; its edge adds
+     b = (0, 10) to x: always 1 -> 2/5.
+  b: E swaps the two inputs: argmax 1 0 1 0 1 -> 2/5; its edge (W = I, b = 0)
+     too -> 2/5.
+  eval_accuracy = (3/5 + 2/5) / 2 = 0.5, edge_accuracy = 0.4 (c's initial
+  edge, E = I and W = 0, would make them 0.533 and 0.467).
+  Own splits: a (1,0) y=0 -> 1/1; b (0,2) (1,0) y=1 1 -> swapped argmax 0 1 -> 1/2.
+  """
+  alg = fedgkt.FedGKTAlgorithm(LINEAR_TASK, CONFIG, edge_builder=linear_edge,
+                               server_builder=linear_server)
+  central = xy([[1, 0], [0, 1], [2, 1], [1, 3], [3, 2]], [0, 1, 0, 0, 1])
+  test = {'a': xy([[1, 0]], [0]), 'b': xy([[0, 2], [1, 0]], [1, 1]), 'c': xy([[5, 1]], [1])}
+  data = linear_data(test, test, central)
+  alg.bind_data(data)
+  alg.initialize(0)
+  server = linear_server((2,))
+  server.get_layer('s').set_weights([np.eye(2), np.zeros(2)])
+  state = collections.OrderedDict(model=fedgkt._weights_of(server))  # pylint: disable=protected-access
+  swap = np.array([[0., 1.], [1., 0.]])
+  states = {}
+  for cid, e, bias in (('a', np.eye(2), [0., 10.]), ('b', swap, [0., 0.])):
+    _, _, full = linear_edge()
+    full.get_layer('fe').set_weights([e])
+    full.get_layer('fc').set_weights([np.eye(2), np.array(bias)])
+    states[cid] = alg.initial_client_state(cid, 0)
+    states[cid]['edge'] = fedgkt._weights_of(full)  # pylint: disable=protected-access
+
+  def cross_entropy(logits, y):
+    return np.mean(np.log(np.exp(logits).sum(1)) - logits[np.arange(len(y)), y])
+
+  x, y = central
+  got = alg.evaluate(state, states, data)
+  assert list(got) == ['eval_clients', 'eval_loss', 'eval_accuracy', 'edge_loss',
+                       'edge_accuracy', 'personalized_accuracy_mean',
+                       'personalized_accuracy_std', 'personalized_accuracy_min',
+                       'personalized_accuracy_max']
+  assert got['eval_clients'] == 2
+  assert got['eval_accuracy'] == pytest.approx(0.5)
+  assert got['edge_accuracy'] == pytest.approx(0.4)
+  assert got['eval_loss'] == pytest.approx(
+      (cross_entropy(x, y) + cross_entropy(x @ swap, y)) / 2, rel=1e-6)
+  assert got['edge_loss'] == pytest.approx(
+      (cross_entropy(x + [0, 10], y) + cross_entropy(x @ swap, y)) / 2, rel=1e-6)
+  assert [got[f'personalized_accuracy_{k}'] for k in ('mean', 'std', 'min', 'max')] == (
+      pytest.approx([0.75, 0.25, 0.5, 1.0]))
+  # Without per-client test splits: no personalized columns.
+  no_splits = dataclasses.replace(data, test_arrays=None)
+  assert 'personalized_accuracy_mean' not in alg.evaluate(state, states, no_splits)
+  # Before any client has trained there is nothing to evaluate.
+  assert alg.evaluate(state, {}, data) == {'eval_clients': 0}
+
+
+def test_non_finite_clients_counts_clients_with_nan_or_inf_updates(tff_context):
+  """Clients c and d hold an inf pixel: their BN statistics, loss and edge
+  weights become NaN; a stays finite. Exactly 2 of the 3 are counted."""
+  arrays = dict(DATA.train_arrays)
+  for cid, n in (('c', 4), ('d', 3)):
+    x = np.ones((n, *SHAPE), np.float32)
+    x[0, 1, 1, 0] = np.inf
+    arrays[cid] = (x, np.zeros(n, np.int64))
+  data = dataclasses.replace(DATA, client_ids=('a', 'b', 'c', 'd'), train_arrays=arrays,
+                             test_arrays=arrays)
+  for mode in fedgkt.MODES:
+    alg = algorithm(mode=mode)
+    alg.bind_data(data)
+    out = first_round(alg, clients=('a', 'c', 'd'))[2]
+    assert out.metrics['non_finite_clients'] == 2
+    assert np.isfinite(out.client_states['a']['edge']['trainable'][0]).all()
+    assert not np.isfinite(out.client_states['c']['edge']['trainable'][0]).all()
+    assert not np.isfinite(out.metrics['train_loss'])
+
+
+def test_non_finite_clients_counts_overflowed_weights_behind_a_finite_loss(tff_context):
+  """A huge rate (3e38) and one SGD step from W = 0, b = 0 (losses: log 2, finite).
+
+  Client p, x = (1, 4), y = 0: W's second row moves by 3e38 * 2 = inf. Client
+  q, x = (0, 0): W keeps 0, b = (1.5e38, -1.5e38), still finite (and so are
+  its features 0 and logits b). Only p counts; the mean training loss stays
+  log 2, so a loss check alone would not see it.
+  """
+  config = dataclasses.replace(CONFIG, client_learning_rate=3e38, kd_mode='none',
+                               client_epochs=1, client_batch_size=1, server_epochs=1)
+  alg = fedgkt.FedGKTAlgorithm(LINEAR_TASK, config, edge_builder=linear_edge,
+                               server_builder=linear_server)
+  train = {'p': xy([[1., 4.]], [0]), 'q': xy([[0., 0.]], [0])}
+  alg.bind_data(linear_data(train, None, train['p']))
+  out = first_round(alg, clients=('p', 'q'))[2]
+  assert out.metrics['non_finite_clients'] == 1
+  assert out.metrics['train_loss'] == pytest.approx(np.log(2.0))
+  assert np.isinf(out.client_states['p']['edge']['trainable'][1]).any()
+  assert all(np.isfinite(w).all() for w in tf.nest.flatten(out.client_states['q']['edge']))
 
 
 def test_resume_equals_uninterrupted_run(tmp_path, tiny_models):
@@ -306,7 +471,16 @@ def test_resume_equals_uninterrupted_run(tmp_path, tiny_models):
   for cid, state in full.training.client_states.items():
     assert_nests_equal(state, resumed.training.client_states[cid])
   assert {'eval_accuracy', 'edge_accuracy', 'eval_loss'} <= set(rows[-1])
-  assert float(rows[-1]['eval_accuracy']) > float(rows[0]['eval_accuracy']) + 0.1  # it learns
+  # Evaluated: the clients sampled so far (2 a round, seeded), none of the others.
+  ids = [f'client_{i:03d}' for i in range(5)]
+  seen, expected = set(), []
+  for r in range(1, 5):
+    seen.update(sampling.sample_clients(ids, 2, seed=0, round_num=r))
+    expected.append(len(seen))
+  assert expected == [2, 4, 4, 5]
+  assert [int(r['eval_clients']) for r in rows] == expected
+  # Global test set, 10 balanced classes, clients with 2 classes each: above chance.
+  assert float(rows[-1]['eval_accuracy']) > 0.2
 
 
 def test_export_writes_a_checked_tflite_model_per_client(tmp_path, tiny_models):

@@ -20,7 +20,19 @@ sampled order and the server trains on each client's features as they arrive
 and answers that client at once. kd_mode 'both' (the paper), 'server_to_edge'
 (server CE only) and 'none' (CE on both sides; no logits are exchanged) are the
 paper's ablations. Client k's final model is f_e^(k) stacked with f_s
-(`build_model`); its edge model f_c(f_e(x)) alone is also evaluated.
+(`build_model`).
+
+Evaluation (`evaluate`), like the paper's global test: eval_accuracy /
+eval_loss are the average over the clients sampled at least once (their
+number: eval_clients) of client k's f_s(f_e^(k)(x)) on the central test set
+(the same set FedAvg's global model is evaluated on); never-sampled clients,
+whose edge models are untrained, are left out. edge_accuracy / edge_loss: the
+same clients' edge models f_c(f_e^(k)(x)) alone, same test set.
+personalized_accuracy_*: each of those clients' f_s(f_e^(k)) on its own test
+split (mean/std/min/max over clients).
+
+Divergence: each round's `non_finite_clients` counts the clients whose
+trained edge weights, training loss, features or logits contain NaN or inf.
 
 State. Server state: OrderedDict(model=OrderedDict(trainable, non_trainable)
 (f_s's weights), optimizer=its optimizer state). Client state (private,
@@ -38,11 +50,13 @@ TFF computations (`GKTComputations`; E = edge weights OrderedDict(trainable=
                   {<x,y>*}@CLIENTS, {float32}@CLIENTS, float32@SERVER>
                  -> {<edge=E, optimizer=O_e, features=float32[?,h,w,c],
                       logits=float32[?,C], labels=int64[?],
-                      metrics=<loss_sum,correct,examples>>}@CLIENTS)
+                      metrics=<loss_sum,correct,examples,non_finite>>}@CLIENTS)
       args: edge weights, the edge optimizer's state, the training batches
       (x, y, pending z_s), the extraction batches (x, y) in a fixed order, the
       teacher mask (1 = use KD) and the learning rate (broadcast). Trains E_c
-      epochs, then extracts.
+      epochs, then extracts. non_finite (int32): 1 if the client's trained
+      edge weights, training loss, features or logits have a NaN or inf
+      (`fedper.non_finite_flag`); the round's sum is `non_finite_clients`.
   server_train: (<<model=S, optimizer=O_s>@SERVER, <h,z,y>*@SERVER, float32@SERVER>
                  -> <state=<model=S, optimizer=O_s>,
                      metrics=<loss_sum,correct,examples>>@SERVER)
@@ -107,6 +121,7 @@ import tensorflow_federated as tff
 from datasets import federated as federated_lib
 from models import gkt
 from tff_programs.algorithms import base
+from tff_programs.algorithms import fedper
 from tff_programs.algorithms import gkt_losses
 
 KD_MODES = ('both', 'server_to_edge', 'none')
@@ -374,9 +389,12 @@ def build_fedgkt_computations(
       logits = logits.write(i, classifier(h, training=False))
       labels = labels.write(i, batch['y'])
       i += 1
+    edge, features, logits = _snapshot(full), features.concat(), logits.concat()
+    metrics = totals_dict(totals)
+    metrics['non_finite'] = fedper.non_finite_flag(totals[0], edge, features, logits)
     return collections.OrderedDict(
-        edge=_snapshot(full), optimizer=opt_state, features=features.concat(),
-        logits=logits.concat(), labels=labels.concat(), metrics=totals_dict(totals))
+        edge=edge, optimizer=opt_state, features=features, logits=logits,
+        labels=labels.concat(), metrics=metrics)
 
   @tff.tensorflow.computation(edge_type, edge_opt_type, train_seq, extract_seq, np.float32,
                               np.float32)
@@ -719,6 +737,7 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
       workdir = tempfile.mkdtemp(prefix=f'round_{round_num:05d}_', dir=root)
     new_states: dict[str, Any] = {}
     client_totals = np.zeros(3)
+    non_finite = []  # ids of this round's clients with a NaN/inf update or loss
     server_totals = np.zeros(3)
     server_state = state
 
@@ -732,6 +751,8 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
                            np.asarray(out['labels']))
       m = out['metrics']
       client_totals[:] += (float(m['loss_sum']), float(m['correct']), int(m['examples']))
+      if int(m['non_finite']):
+        non_finite.append(cid)
       new_states[cid] = collections.OrderedDict(
           edge=_to_numpy(out['edge']),
           optimizer=_like(self.computations.edge_optimizer_state,
@@ -791,7 +812,7 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
         train_accuracy=client_totals[1] / max(examples, 1),
         server_train_loss=server_totals[0] / max(server_examples, 1),
         server_train_accuracy=server_totals[1] / max(server_examples, 1),
-        clients=len(client_ids), examples=examples,
+        clients=len(client_ids), examples=examples, non_finite_clients=len(non_finite),
         learning_rate=client_lr, server_learning_rate=server_lr,
         features_spilled=int(spill), feature_bytes=self._feature_bytes(sum(sizes)))
     row.update(self.communication(sizes))
@@ -870,47 +891,68 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
                             name='input')
     return tf.keras.Model(inputs, server(extractor(inputs)), name='fedgkt_client')
 
-  def evaluate(self, state, client_states, data) -> Optional[Mapping[str, float]]:
-    """Every client's f_e^(k) + f_s (and edge model alone) on its own test split.
-
-    Returns eval_loss/eval_accuracy over the union of the clients' test
-    splits (edge + server), edge_loss/edge_accuracy (the edge models alone),
-    and the per-client accuracy mean/std/min/max of edge + server.
-    """
-    if not data.test_arrays:
-      return collections.OrderedDict()
-    self._server_template()
-    models = self._eval
-    _assign(models['server'], state['model'])
+  def _scores(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """[loss, accuracy] of f_s(f_e(x)) and of the edge f_c(f_e(x)) on (x, y),
+    means over the examples, with the evaluation models' current weights."""
     sums = np.zeros(4)  # loss, correct (stacked), loss, correct (edge)
-    count = 0
-    per_client = []
-    for cid in data.client_ids:
-      x, y = data.test_arrays[cid]
-      if not len(y):
-        continue
-      client_state = client_states.get(cid)
-      if client_state is None:
-        client_state = self.initial_client_state(cid, self._seed)
-      _assign(models['full'], client_state['edge'])
-      correct = 0.0
-      for start in range(0, len(y), 1000):
-        xb, yb = x[start:start + 1000], y[start:start + 1000]
-        if self._eval_map is not None:
-          xb = self._eval_map(tf.constant(xb))
-        stacked, edge = (np.asarray(t, np.float64) for t in models['predict'](xb))
-        rows = np.arange(len(yb))
-        hit = float(np.sum(np.argmax(stacked, -1) == yb))
-        sums += (-_log_softmax(stacked)[rows, yb].sum(), hit,
-                 -_log_softmax(edge)[rows, yb].sum(), np.sum(np.argmax(edge, -1) == yb))
-        correct += hit
-      count += len(y)
-      per_client.append(correct / len(y))
-    if not count:
-      return collections.OrderedDict()
-    a = np.asarray(per_client)
-    return collections.OrderedDict(
-        eval_loss=sums[0] / count, eval_accuracy=sums[1] / count,
-        edge_loss=sums[2] / count, edge_accuracy=sums[3] / count,
-        personalized_accuracy_mean=float(a.mean()), personalized_accuracy_std=float(a.std()),
-        personalized_accuracy_min=float(a.min()), personalized_accuracy_max=float(a.max()))
+    for start in range(0, len(y), 1000):
+      xb, yb = x[start:start + 1000], np.asarray(y[start:start + 1000])
+      if self._eval_map is not None:
+        xb = self._eval_map(tf.constant(xb))
+      stacked, edge = (np.asarray(t, np.float64) for t in self._eval['predict'](xb))
+      rows = np.arange(len(yb))
+      sums += (-_log_softmax(stacked)[rows, yb].sum(), np.sum(np.argmax(stacked, -1) == yb),
+               -_log_softmax(edge)[rows, yb].sum(), np.sum(np.argmax(edge, -1) == yb))
+    return sums / len(y)
+
+  def evaluate(self, state, client_states, data) -> Optional[Mapping[str, float]]:
+    """The sampled clients' models on the global test set, and on their own splits.
+
+    Only clients that have trained at least once are evaluated: those with a
+    state in `client_states` (the program loop stores exactly the states
+    `next` returned). A never-sampled client's edge model is the untrained
+    initialization, not a FedGKT result, so it is left out (FedAvg's global
+    model, by contrast, has been trained by every round).
+
+    Cost: one forward pass of edge + server over the central test set per
+    evaluated client (use --eval_every / --max_test_examples on large runs).
+
+    Returns:
+      eval_clients: K, the number of evaluated (ever-sampled) clients;
+      eval_loss / eval_accuracy: the mean over the K clients of client k's
+        f_s(f_e^(k)(x)) loss / accuracy on `data.central_test` (the paper's
+        global test; all clients see the same examples, so this is also the
+        accuracy over K copies of the test set);
+      edge_loss / edge_accuracy: the same for the edge models f_c(f_e^(k)(x))
+        alone;
+      personalized_accuracy_mean/std/min/max: over the evaluated clients
+        with a non-empty test split, each client's f_s(f_e^(k)) accuracy on
+        its own split (only when the data has per-client test splits).
+      Before any client has trained (K = 0) only eval_clients=0: there is no
+      FedGKT model to evaluate yet (the program loop evaluates after a round,
+      so this does not happen there). Losses are mean cross-entropies (nats).
+    """
+    ids = [cid for cid in data.client_ids if cid in client_states]
+    result = collections.OrderedDict(eval_clients=len(ids))
+    if not ids:
+      return result
+    self._server_template()
+    _assign(self._eval['server'], state['model'])
+    x_test, y_test = data.central_test
+    central, personal = [], []
+    for cid in ids:
+      _assign(self._eval['full'], client_states[cid]['edge'])
+      if len(y_test):
+        central.append(self._scores(x_test, y_test))
+      if data.test_arrays and len(data.test_arrays[cid][1]):
+        personal.append(self._scores(*data.test_arrays[cid])[1])
+    if central:
+      mean = np.mean(central, axis=0)
+      result.update(eval_loss=float(mean[0]), eval_accuracy=float(mean[1]),
+                    edge_loss=float(mean[2]), edge_accuracy=float(mean[3]))
+    if personal:
+      a = np.asarray(personal)
+      result.update(
+          personalized_accuracy_mean=float(a.mean()), personalized_accuracy_std=float(a.std()),
+          personalized_accuracy_min=float(a.min()), personalized_accuracy_max=float(a.max()))
+    return result
