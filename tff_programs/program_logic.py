@@ -35,8 +35,11 @@ with fakes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Optional
@@ -207,13 +210,14 @@ def run_training(
         row.update(evaluate(output.state, collections.ChainMap(
             dict(output.client_states), client_states)))
       row['seconds'] = time.perf_counter() - started
-      outputs.release_metrics(round_num, row)
-      committing = True
-      client_states.update(output.client_states)
-      state = output.state
-      first_download.commit(ids)
-      last_done = round_num
-      committing = False
+      with interrupts_deferred():  # A written row always has its round committed.
+        outputs.release_metrics(round_num, row)
+        committing = True
+        client_states.update(output.client_states)
+        state = output.state
+        first_download.commit(ids)
+        last_done = round_num
+        committing = False
       bar.update(round_num, row)
       reached = (config.stop_at_target and config.target_accuracy is not None
                  and (row.get(config.target_metric) or -1.0) >= config.target_accuracy)
@@ -228,7 +232,7 @@ def run_training(
     if last_done > last_saved and not committing:
       try:
         checkpoint(last_done)
-        logging.warning('Saved round %d before exiting', last_done)
+        logging.info('Saved round %d before exiting', last_done)
       except Exception as e:  # pylint: disable=broad-except
         logging.error('Could not checkpoint round %d: %s', last_done, e)
     if not finished:
@@ -239,6 +243,30 @@ def run_training(
         logging.error('Could not write summary.json: %s', e)
 
   return TrainingResult(state, client_states, last_done, write_summary(interrupted=False))
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+  """Holds back SIGINT/SIGTERM until the block ends, then delivers the first one.
+
+  Writing a round's row and committing its states is one step: an interrupt
+  in between would leave a row whose round is not in the checkpoint written on
+  exit. Signal handlers belong to the main thread; elsewhere the block runs
+  as is (and only the row-before-commit order protects it).
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  received: list[int] = []
+  previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+              for sig in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+    if received:
+      signal.raise_signal(received[0])  # Now handled as the program wants (Ctrl-C, SIGTERM).
 
 
 def _all_finite(nest: Any) -> bool:
@@ -272,9 +300,9 @@ def check_finite(round_num: int, output: base.RoundOutput,
     problems.append(f'non-finite state of {len(bad_clients)} client(s) (e.g. {bad_clients[0]})')
   if problems:
     rate = metrics.get('learning_rate')
-    at_rate = f', learning rate {float(rate):g}' if rate is not None else ''
+    at_rate = f' at learning rate {float(rate):g}' if rate is not None else ''
     raise DivergenceError(
-        f'round {round_num} diverged ({"; ".join(problems)}{at_rate}): the run stopped; '
+        f'round {round_num} diverged ({"; ".join(problems)}){at_rate}: the run stopped; '
         f'rounds up to {round_num - 1} are saved. Try a smaller learning rate in a new run')
 
 

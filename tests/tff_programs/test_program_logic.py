@@ -265,7 +265,7 @@ def test_divergence_stops_at_the_first_bad_round_keeping_the_last_good_one(tmp_p
   message = str(raised.value)
   assert '\n' not in message
   assert message.startswith(f'round 4 diverged ({what}')
-  assert 'learning rate 0.5' in message
+  assert 'at learning rate 0.5: the run stopped' in message
   assert [int(r['round']) for r in read_rows(tmp_path)] == [1, 2, 3]
   ckpts = checkpointing.CheckpointManager(str(tmp_path / 'checkpoints'))
   assert ckpts.versions() == [3]
@@ -337,3 +337,16 @@ def test_target_metric_selects_the_column_for_rounds_to_target(tmp_path):
   assert result.last_round == 1 and result.summary['stopped_at_target']
   assert result.summary['rounds_to_target'] == 1.0
   assert result.summary['target_metric'] == 'personalized_accuracy_mean'
+
+
+def test_interrupts_are_deferred_to_the_end_of_a_commit():
+  import signal
+  events = []
+  with pytest.raises(KeyboardInterrupt):
+    with program_logic.interrupts_deferred():
+      signal.raise_signal(signal.SIGINT)  # Arrives mid-commit...
+      events.append('commit finished')   # ...but the commit completes first.
+  assert events == ['commit finished']
+  with program_logic.interrupts_deferred():
+    events.append('quiet')
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -142,7 +142,8 @@ def test_ctrl_c_saves_then_resume_equals_uninterrupted(tmp_path):
     assert 'Run the same command with --resume' in stderr
     saved = sorted(int(p.name.rsplit('_', 1)[1]) for p in (tmp_path / 'cut' / 'checkpoints').glob('program_state_*'))
     done = [int(r['round']) for r in rows(tmp_path / 'cut')]
-    assert saved and saved[-1] >= done[-1] - 1  # the last finished round (a row may be mid-write)
+    # The checkpoint is exactly the last round with a row: never ahead, never behind.
+    assert saved and saved[-1] == done[-1] and done == list(range(1, done[-1] + 1))
   assert workers_of(proc.pid) == [], 'worker_binary outlived Ctrl-C'
   resumed = train([*TINY, f'--rounds={rounds}', f'--output_dir={tmp_path}', '--run_name=cut',
                    '--checkpoint_every=5', '--resume'])
@@ -171,3 +172,25 @@ def test_outputs_line_lists_only_what_the_run_wrote(tmp_path):
     (tmp_path / f'model_{cid}.tflite').write_text('')
   (tmp_path / 'model_client_000.keras').write_text('')
   assert train_cli.listed_outputs(str(tmp_path))[3:] == ['model_client_000.keras', '3 .tflite files']
+
+
+def test_a_diverging_run_stops_at_the_first_bad_round_with_one_line(tmp_path):
+  # eta = 0.1 * 1e5**(r-1): the weights grow with the rate until they overflow.
+  code, _, stderr = train([*TINY, '--rounds=12', f'--output_dir={tmp_path}', '--run_name=div',
+                           '--learning_rate_decay=100000', '--checkpoint_every=100',
+                           '--progress=false'])
+  assert code == 3, stderr[-3000:]
+  assert stderr.strip().splitlines() == [l for l in stderr.strip().splitlines()
+                                         if l.startswith('round ')] + [stderr.strip().splitlines()[-1]]
+  error = stderr.strip().splitlines()[-1]
+  assert error.startswith('train: error: round ') and ' diverged (' in error
+  bad = int(error.split('round ')[1].split()[0])
+  assert 2 <= bad <= 12
+  assert f'at learning rate {0.1 * 1e5 ** (bad - 1):g}:' in error
+  done = [int(r['round']) for r in rows(tmp_path / 'div')]
+  assert done == list(range(1, bad))
+  saved = sorted(int(p.name.rsplit('_', 1)[1])
+                 for p in (tmp_path / 'div' / 'checkpoints').glob('program_state_*'))
+  assert saved == [bad - 1]
+  summary = json.loads((tmp_path / 'div' / 'summary.json').read_text())
+  assert summary['rounds_completed'] == bad - 1

@@ -160,7 +160,8 @@ class LearningProcessAlgorithm(base.FederatedAlgorithm):
       return state
     hparams = self.process.get_hparams(state)
     group, key = self._lr_path
-    hparams[group][key] = np.float32(self.learning_rate(round_num))
+    with np.errstate(over='ignore'):  # A rate beyond float32 is inf: the round diverges.
+      hparams[group][key] = np.float32(self.learning_rate(round_num))
     return self.process.set_hparams(state, hparams)
 
   def next(
