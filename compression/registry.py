@@ -17,5 +17,6 @@ AggregatorBuilder = Callable[[Any], Optional[Any]]
 AGGREGATORS: dict[str, AggregatorBuilder] = {
     'mean': lambda cfg: None,
     'quantized': lambda cfg: quantization.QuantizedMeanFactory(
-        bits=cfg.quantization_bits, threshold=cfg.quantization_threshold),
+        bits=cfg.quantization_bits, threshold=cfg.quantization_threshold,
+        stochastic=cfg.quantization_stochastic),
 }

@@ -99,6 +99,8 @@ class FederatedData:
     label_histogram: (clients, classes) int64 train label counts.
     num_classes: Number of classes.
     input_shape: Shape of one example.
+    notes: The dataset's one-line facts a run reports (e.g. which test set
+      is used, Shakespeare's counts next to the paper's).
   """
 
   name: str
@@ -109,6 +111,7 @@ class FederatedData:
   label_histogram: np.ndarray
   num_classes: int
   input_shape: tuple[int, ...]
+  notes: tuple[str, ...] = ()
 
   @functools.cached_property
   def train_client_data(self) -> tff.simulation.datasets.ClientData:
@@ -278,6 +281,7 @@ def build_federated_data(
       label_histogram=hist,
       num_classes=data.num_classes,
       input_shape=data.input_shape,
+      notes=tuple(data.notes),
   )
 
 

@@ -200,6 +200,15 @@ class CheckpointManager:
     raise CheckpointError(
         f'no readable checkpoint in {self.directory} (rounds {versions}; {newest_reason})')
 
+  def saved_client_states(self, round_num: int,
+                          client_template: Callable[[str], Any]) -> 'SavedClientStates':
+    """A read-only mapping over the client states saved with round `round_num`
+    (each client read from disk when asked for; nothing is held in memory)."""
+    path = self._client_path(round_num)
+    if not os.path.exists(path):
+      raise CheckpointError(f'checkpoint of round {round_num} has no client states ({path} is missing)')
+    return SavedClientStates(path, client_template)
+
   def _prune_client_states(self) -> None:
     keep = set(self.versions())
     for name in os.listdir(self.directory):
@@ -236,6 +245,39 @@ def _save_client_states(path: str, client_states: Mapping[str, Any]) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+class SavedClientStates(Mapping):
+  """Client id -> state, read one client at a time from a checkpoint's .npz.
+
+  What a finished run hands back (`TrainingResult.client_states`) once its
+  spilling store is closed: every client's final state, none loaded until
+  asked for. The file belongs to the run's checkpoints and stays valid while
+  the run is not resumed (a later save may prune it).
+  """
+
+  def __init__(self, path: str, client_template: Callable[[str], Any]):
+    self.path = path
+    self._template = client_template
+    with np.load(path) as data:
+      keys: dict[str, list[str]] = collections.defaultdict(list)
+      for key in data.files:
+        keys[key.rsplit('/', 1)[0]].append(key)
+    self._keys = {c: sorted(k, key=lambda name: int(name.rsplit('/', 1)[1]))
+                  for c, k in keys.items()}
+
+  def __getitem__(self, client_id: str) -> Any:
+    if client_id not in self._keys:
+      raise KeyError(client_id)
+    with np.load(self.path) as data:
+      return tf.nest.pack_sequence_as(self._template(client_id),
+                                      [data[k] for k in self._keys[client_id]])
+
+  def __iter__(self):
+    return iter(sorted(self._keys))
+
+  def __len__(self) -> int:
+    return len(self._keys)
 
 
 def _load_client_states(

@@ -57,6 +57,25 @@ class KerasEvaluator:
     loss, accuracy = self.evaluate(weights, x, y)
     return collections.OrderedDict(eval_loss=loss, eval_accuracy=accuracy)
 
+  def mean_over_models(
+      self,
+      weights_for_client: Callable[[str], Weights],
+      client_ids: Sequence[str],
+      x: np.ndarray,
+      y: np.ndarray,
+  ) -> dict[str, float]:
+    """Each client's model on the same (x, y); loss and accuracy averaged over clients.
+
+    The global-test-set measure of algorithms whose clients keep their own
+    models: `eval_loss`, `eval_accuracy` (client averages) and
+    `eval_clients` (how many models were evaluated).
+    """
+    scores = np.asarray([self.evaluate(weights_for_client(cid), x, y) for cid in client_ids],
+                        dtype=np.float64)
+    return collections.OrderedDict(
+        eval_loss=float(scores[:, 0].mean()), eval_accuracy=float(scores[:, 1].mean()),
+        eval_clients=len(client_ids))
+
   def per_client(
       self,
       weights_for_client: Callable[[str], Weights],

@@ -13,6 +13,7 @@ exports the final model. Flags live only in `tff_programs/train.py`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -58,6 +59,7 @@ class ExperimentConfig:
   aggregator: str = 'mean'
   dataset: str = 'digits'
   data_dir: Optional[str] = None
+  min_role_lines: int = dataset_registry.DEFAULT_OPTIONS.min_role_lines
   max_train_examples: int = 0
   max_test_examples: int = 0
   model: str = 'mnist_cnn'
@@ -79,6 +81,7 @@ class ExperimentConfig:
   rpn_weighting: str = 'uniform'
   quantization_bits: int = 8
   quantization_threshold: int = 20000
+  quantization_stochastic: bool = False
   personal_blocks: int = 1
   fedper_finetune: bool = False
   rounds: int = 50
@@ -86,6 +89,7 @@ class ExperimentConfig:
   checkpoint_every: int = 10
   target_accuracy: Optional[float] = None
   stop_at_target: bool = False
+  target_metric: str = 'eval_accuracy'
   seed: int = 0
   output_dir: str = 'runs'
   run_name: Optional[str] = None
@@ -94,7 +98,8 @@ class ExperimentConfig:
   quantize: bool = False
   personalized_eval: bool = True
   client_state_memory_mb: float = 1024.0
-  export_clients: str = 'all'
+  export_clients: str = 'none'
+  require_private_executor: bool = False
   # FedGKT: defaults are FedGKTConfig's (one source of truth).
   gkt_temperature: float = _GKT.temperature
   gkt_alpha: float = _GKT.alpha
@@ -154,8 +159,29 @@ def _choice(flag: str, value: str, allowed: Mapping[str, Any]) -> None:
     raise ConfigError(f'--{flag}={value!r}: unknown; allowed: {", ".join(sorted(allowed))}')
 
 
+TARGET_METRICS = ('eval_accuracy', 'personalized_accuracy_mean')
+
+
+def _refuse_ignored(cfg: ExperimentConfig) -> None:
+  """Flags an algorithm would silently ignore are refused in one line."""
+  defaults = ExperimentConfig()
+  ignored = {
+      'fedsgd': {'client_momentum': 'it takes one gradient per client (no client optimizer)'},
+      'fedper': {'client_momentum': 'its clients train with plain SGD',
+                 'server_learning_rate': 'its server applies the averaged base update as is (1.0)'},
+      'fedgkt': {'client_momentum': 'its edge models train with --gkt_optimizer (sgd or adam)',
+                 'server_learning_rate': 'its server model uses --gkt_server_learning_rate'},
+      'rpn': {'client_weighting': 'it weights clients by --rpn_weighting'},
+  }.get(cfg.algorithm, {})
+  for flag, why in ignored.items():
+    if getattr(cfg, flag) != getattr(defaults, flag):
+      raise ConfigError(f'--{flag}={getattr(cfg, flag)}: --algorithm={cfg.algorithm} does not '
+                        f'use it ({why}); leave it at {getattr(defaults, flag)}')
+
+
 def validate(cfg: ExperimentConfig) -> None:
   """Raises ConfigError (one line: flag, value, what is allowed) on bad settings."""
+  _choice('target_metric', cfg.target_metric, dict.fromkeys(TARGET_METRICS))
   _choice('algorithm', cfg.algorithm, algorithm_registry.ALGORITHMS)
   _choice('aggregator', cfg.aggregator, aggregator_registry.AGGREGATORS)
   _choice('dataset', cfg.dataset, dataset_registry.DATASETS)
@@ -200,6 +226,12 @@ def validate(cfg: ExperimentConfig) -> None:
   if cfg.partition == 'dirichlet' and cfg.dirichlet_alpha <= 0:
     raise ConfigError(f'--dirichlet_alpha={cfg.dirichlet_alpha}: must be > 0')
   _validate_gkt(cfg)
+  _refuse_ignored(cfg)
+  try:
+    dataset_registry.check_dataset(
+        cfg.dataset, dataset_registry.DatasetOptions(min_role_lines=cfg.min_role_lines))
+  except dataset_base.DatasetError as e:
+    raise ConfigError(str(e)) from None
 
 
 def _validate_gkt(cfg: ExperimentConfig) -> None:
@@ -241,7 +273,9 @@ def _partition_options(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def load_federated_data(cfg: ExperimentConfig) -> federated_lib.FederatedData:
   """Loads `cfg.dataset` and partitions it over `cfg.num_clients` clients."""
-  data = dataset_registry.load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
+  data = dataset_registry.load_dataset(
+      cfg.dataset, cfg.data_dir, seed=cfg.seed,
+      options=dataset_registry.DatasetOptions(min_role_lines=cfg.min_role_lines))
   data = dataset_base.subsample(
       data, max_train=cfg.max_train_examples, max_test=cfg.max_test_examples, seed=cfg.seed
   )
@@ -300,7 +334,17 @@ def make_evaluate_fn(
     task: base.Task,
     algorithm: base.FederatedAlgorithm,
 ):
-  """(state, client_states) -> central and (if available) per-client metrics."""
+  """(state, client_states) -> eval metrics with the same meaning for every algorithm.
+
+  `eval_loss`/`eval_accuracy` are always on the global (central) test set: the
+  global model's for FedAvg-like algorithms; for algorithms whose clients keep
+  their own model (FedPer) the average over clients of each client's model on
+  it, over the clients trained at least once (`eval_clients` of them; a
+  never-sampled client's personal layers are untrained). The per-client
+  `personalized_accuracy_*` columns score each model on its client's own test
+  split (FedPer's measure; for FedAvg the global model on every split).
+  Algorithms with their own evaluation (FedGKT) follow the same contract.
+  """
   evaluator = evaluation.KerasEvaluator(
       task.model_builder, ignore_label=task.ignore_label,
       preprocess=preprocessing_lib.preprocessing_for(cfg.dataset).eval_map)
@@ -311,28 +355,19 @@ def make_evaluate_fn(
     if own is not None:
       return own
     if algorithm.uses_client_states:
-      # No single global model (FedPer): every client's own model on its own
-      # test split; eval_accuracy is their average (what rounds-to-target uses).
-      if not data.test_arrays:
+      trained = [cid for cid in data.client_ids if cid in client_states]
+      if not trained:
         return {}
-      result = evaluator.per_client(
-          lambda cid: algorithm.client_model_weights(state, client_state(cid, client_states)),
-          data.test_arrays)
-      result['eval_accuracy'] = result['personalized_accuracy_mean']
+      weights_of = lambda cid: algorithm.client_model_weights(state, client_states[cid])
+      result = evaluator.mean_over_models(weights_of, trained, x_test, y_test)
+      if data.test_arrays:
+        result.update(evaluator.per_client(weights_of, {c: data.test_arrays[c] for c in trained}))
       return result
     weights = algorithm.model_weights(state)
     result = evaluator.central(weights, x_test, y_test)
     if cfg.personalized_eval and data.test_arrays:
       result.update(evaluator.per_client(None, data.test_arrays, shared_weights=weights))
     return result
-
-  def client_state(cid: str, client_states: Mapping[str, Any]) -> Any:
-    if cid not in client_states:
-      # A client not sampled yet evaluates with its initial state; keep it in
-      # the (bounded, spilling) store so later evaluations do not rebuild it.
-      # Deterministic, so checkpoints and resumed runs are unaffected.
-      client_states[cid] = algorithm.initial_client_state(cid, cfg.seed)
-    return client_states[cid]
 
   return evaluate, evaluator
 
@@ -350,27 +385,42 @@ def _export_client_ids(cfg: ExperimentConfig, data: federated_lib.FederatedData)
   return wanted
 
 
-def _export(cfg, data, task, algorithm, training) -> dict[str, Any]:
-  """Exports the final model (or every exported client's own model), checked."""
+def _export(cfg, data, task, algorithm, training, log) -> dict[str, Any]:
+  """Exports the final model (or the chosen clients' own models), checked against Keras.
+
+  A TFLite model that disagrees with Keras is reported in one line (and in
+  summary.json), not raised: training finished and is saved.
+  """
   from tff_programs import export as export_lib  # pylint: disable=g-import-not-at-top
 
   prep = preprocessing_lib.preprocessing_for(cfg.dataset)
+  common = dict(quantize=cfg.quantize, preprocess=prep.eval_map, ignore_label=task.ignore_label,
+                raise_on_gap=False)
   if not algorithm.uses_client_states:
     model = algorithm.build_model(task, training.state)
-    return export_lib.export_model(model, cfg.run_dir, *data.central_test, quantize=cfg.quantize,
-                                   preprocess=prep.eval_map, ignore_label=task.ignore_label)
-  reports = {}
-  for cid in _export_client_ids(cfg, data):
-    client_state = training.client_states.get(cid)
-    if client_state is None:
-      client_state = algorithm.initial_client_state(cid, cfg.seed)
-    model = algorithm.build_model(task, training.state, client_state)
-    x, y = data.test_arrays[cid] if data.test_arrays else data.central_test
-    reports[cid] = export_lib.export_model(
-        model, os.path.join(cfg.run_dir, 'clients'), x, y, quantize=cfg.quantize, name=f'model_{cid}',
-        preprocess=prep.eval_map, ignore_label=task.ignore_label)
-  gaps = [r['accuracy_gap'] for r in reports.values()]
-  return {'clients': reports, 'accuracy_gap': max(gaps) if gaps else 0.0}
+    report = export_lib.export_model(model, cfg.run_dir, *data.central_test, **common)
+    reports = {'model': report}
+  else:
+    reports = {}
+    ids = _export_client_ids(cfg, data)
+    if not ids:
+      log(f'{cfg.algorithm}: each client has its own model; none exported '
+          '(--export_clients=all or comma-separated ids exports them)')
+    for cid in ids:
+      client_state = training.client_states.get(cid)
+      if client_state is None:
+        client_state = algorithm.initial_client_state(cid, cfg.seed)
+      model = algorithm.build_model(task, training.state, client_state)
+      x, y = data.test_arrays[cid] if data.test_arrays else data.central_test
+      reports[cid] = export_lib.export_model(
+          model, os.path.join(cfg.run_dir, 'clients'), x, y, name=f'model_{cid}', **common)
+    gaps = [r['accuracy_gap'] for r in reports.values()]
+    report = {'clients': reports, 'accuracy_gap': max(gaps) if gaps else 0.0}
+  exceeded = [r['gap_message'] for r in reports.values() if r.get('accuracy_gap_exceeded')]
+  report['accuracy_gap_exceeded'] = bool(exceeded)
+  for message in exceeded:
+    log(f'warning: {message}')
+  return report
 
 
 @dataclasses.dataclass
@@ -383,27 +433,46 @@ class ExperimentResult:
 
 def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = None,
                    log=print) -> ExperimentResult:
-  """Runs one experiment; see the module docstring."""
+  """Runs one experiment; see the module docstring.
+
+  Everything that can fail on the configuration (flags, data, building the
+  algorithm) fails before the run folder is created, so a fixed command can be
+  rerun as it is (no --resume needed).
+  """
   validate(cfg)
   data = load_federated_data(cfg)
   _export_client_ids(cfg, data)  # validates --export_clients before training
   m = sampling.clients_per_round(len(data.client_ids), cfg.client_fraction)
-  outputs = run_outputs.RunOutputs(cfg.run_dir)
-  resumable = cfg.resume and os.path.isdir(outputs.checkpoint_dir)
-  finished = checkpointing.CheckpointManager(outputs.checkpoint_dir).latest_round() if resumable else None
-  outputs.prepare(cfg.to_json(), resume=cfg.resume, defaults=ExperimentConfig().to_json(),
-                  finished_rounds=finished or 0)
-  checkpoints = checkpointing.CheckpointManager(outputs.checkpoint_dir)
-  hist_path = outputs.write_label_histogram(data.client_ids, data.label_histogram)
-  log(f'{cfg.dataset}: {len(data.client_ids)} clients, {m} per round, '
-      f'{int(data.label_histogram.sum())} train examples; label histogram: {hist_path}')
-  log(partition_lib.format_histogram(data.label_histogram, max_rows=10))
   task = make_task(cfg, data)
-  with runtime.tff_runtime(log_path=os.path.join(cfg.run_dir, 'tff_worker.log')):
+  outputs = run_outputs.RunOutputs(cfg.run_dir)
+  isolation = 'required' if cfg.require_private_executor else None
+  os.makedirs(cfg.output_dir, exist_ok=True)
+  pending_log = os.path.join(cfg.output_dir, f'.{cfg.resolved_run_name}.tff_worker.log')
+  with runtime.tff_runtime(log_path=pending_log, isolation=isolation) as worker, (
+      contextlib.ExitStack()) as cleanup:
     aggregator = aggregator_registry.AGGREGATORS[cfg.aggregator](cfg)
     algorithm = algorithm_registry.ALGORITHMS[cfg.algorithm](task, cfg, aggregator)
     algorithm.bind_data(data)
-    evaluate, evaluator = make_evaluate_fn(cfg, data, task, algorithm)
+    worker.get_stub()  # An executor that cannot start (or run privately) fails here, too.
+    resumable = cfg.resume and os.path.isdir(outputs.checkpoint_dir)
+    finished = (checkpointing.CheckpointManager(outputs.checkpoint_dir).latest_round()
+                if resumable else None)
+    outputs.prepare(cfg.to_json(), resume=cfg.resume, defaults=ExperimentConfig().to_json(),
+                    finished_rounds=finished or 0)
+    worker.move_log(os.path.join(cfg.run_dir, 'tff_worker.log'))
+    checkpoints = checkpointing.CheckpointManager(outputs.checkpoint_dir)
+    hist_path = outputs.write_label_histogram(data.client_ids, data.label_histogram)
+    log(f'{cfg.dataset}: {len(data.client_ids)} clients, {m} per round, '
+        f'{int(data.label_histogram.sum())} train examples; label histogram: {hist_path}')
+    for note in data.notes:
+      log(f'{cfg.dataset}: {note}')
+    log(partition_lib.format_histogram(data.label_histogram, max_rows=10))
+    evaluate, _ = make_evaluate_fn(cfg, data, task, algorithm)
+    store = cleanup.enter_context(client_states_lib.ClientStateStore(
+        lambda cid: algorithm.initial_client_state(cid, cfg.seed),
+        directory=os.path.join(cfg.run_dir, 'client_states'),
+        memory_budget_bytes=int(cfg.client_state_memory_mb * 2**20),
+    )) if algorithm.uses_client_states else None
     training = program_logic.run_training(
         algorithm=algorithm,
         client_ids=data.client_ids,
@@ -417,19 +486,24 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = Non
             seed=cfg.seed,
             target_accuracy=cfg.target_accuracy,
             stop_at_target=cfg.stop_at_target,
+            target_metric=cfg.target_metric,
         ),
         outputs=outputs,
         checkpoints=checkpoints,
         resume=cfg.resume,
         show_progress=show_progress,
-        client_state_store=client_states_lib.ClientStateStore(
-            lambda cid: algorithm.initial_client_state(cid, cfg.seed),
-            directory=os.path.join(cfg.run_dir, 'client_states'),
-            memory_budget_bytes=int(cfg.client_state_memory_mb * 2**20),
-        ) if algorithm.uses_client_states else None,
+        client_state_store=store,
     )
-    report = _export(cfg, data, task, algorithm, training) if cfg.export else None
+    report = _export(cfg, data, task, algorithm, training, log) if cfg.export else None
+  if algorithm.uses_client_states:
+    # The spilling store is closed (its files removed); the final client
+    # states stay readable, one client at a time, from the last checkpoint.
+    training.client_states = checkpoints.saved_client_states(
+        training.last_round, lambda cid: algorithm.initial_client_state(cid, cfg.seed))
   if report is not None:
     training.summary['export'] = report
+  if data.notes:
+    training.summary['data_notes'] = list(data.notes)
+  if report is not None or data.notes:
     outputs.write_summary(training.summary)
   return ExperimentResult(cfg.run_dir, training.summary, training, report)

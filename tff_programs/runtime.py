@@ -153,6 +153,18 @@ class LocalWorker:
   def socket_path(self) -> Optional[str]:
     return os.path.join(self._folder, 'executor.sock') if self._folder else None
 
+  @property
+  def log_path(self) -> str:
+    return self._log_path or os.path.join(tempfile.gettempdir(), f'fedsuite_worker_{self.tag}.log')
+
+  def move_log(self, path: str) -> None:
+    """Moves the worker's log file to `path` (same file system); the running
+    worker keeps writing to it, and a restarted worker appends there."""
+    with self._lock:
+      if os.path.exists(self.log_path):
+        os.replace(self.log_path, path)
+      self._log_path = path
+
   def _alive(self) -> bool:
     if self._launcher is None or self._launcher.poll() is not None:
       return False
@@ -175,8 +187,7 @@ class LocalWorker:
     import grpc  # pylint: disable=g-import-not-at-top
     from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub  # pylint: disable=g-import-not-at-top
 
-    log_path = self._log_path or os.path.join(
-        tempfile.gettempdir(), f'fedsuite_worker_{self.tag}.log')
+    log_path = self.log_path
     self._folder = tempfile.mkdtemp(prefix='fedsuite_executor_')  # mode 0700
     lifeline_r, self._lifeline = os.pipe()  # Not inherited by other children.
     status_r, status_w = os.pipe()

@@ -26,7 +26,9 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from tff_programs import experiment
+from tff_programs import program_logic
 from tff_programs import progress
+from tff_programs import runtime
 
 _D = experiment.ExperimentConfig()
 FLAGS = flags.FLAGS
@@ -35,6 +37,7 @@ flags.DEFINE_string('algorithm', _D.algorithm, 'Federated algorithm: fedavg | fe
 flags.DEFINE_string('aggregator', _D.aggregator, 'Model-update aggregator: mean (TFF weighted mean) | quantized (uniform b-bit quantization of uploads). With --algorithm=rpn: what aggregates the pooled residuals (quantized = RPN + 8-bit).')
 flags.DEFINE_string('dataset', _D.dataset, 'digits (scikit-learn, embedded) | mnist | cifar10 | cifar100 | emnist | synthetic.')
 flags.DEFINE_string('data_dir', _D.data_dir, 'Folder with the dataset files (mnist: the 4 IDX .gz files or mnist.npz; cifar: the python batches or tarball; emnist: TFF cache).')
+flags.DEFINE_integer('min_role_lines', _D.min_role_lines, 'shakespeare, shakespeare_iid: a speaking role becomes a client if it has at least this many lines: 2 (the FedAvg paper\'s words: 1,215 clients in 100.txt) or 3 (the reference LEAF/TFF preprocessing: 1,149 clients; the paper reports 1,146).')
 flags.DEFINE_integer('max_train_examples', _D.max_train_examples, 'Use a seeded random subset of at most this many training examples, before partitioning (0 = all); for quick runs of large models on a small machine.')
 flags.DEFINE_integer('max_test_examples', _D.max_test_examples, 'Evaluate on a seeded random subset of at most this many test examples (0 = all).')
 flags.DEFINE_string('model', _D.model, 'Model name from models/registry.py (mnist_2nn, mnist_cnn, keras_mnist_cnn, cifar_cnn, ...).')
@@ -56,6 +59,7 @@ flags.DEFINE_float('rpn_threshold', _D.rpn_threshold, 'rpn: send only conv filte
 flags.DEFINE_string('rpn_weighting', _D.rpn_weighting, 'rpn: uniform (1/m, the paper) | num_examples (n_k/n).')
 flags.DEFINE_integer('quantization_bits', _D.quantization_bits, 'quantized aggregator: bits per uploaded value.')
 flags.DEFINE_integer('quantization_threshold', _D.quantization_threshold, 'quantized aggregator: only tensors with more values than this are quantized.')
+flags.DEFINE_bool('quantization_stochastic', _D.quantization_stochastic, 'quantized aggregator: TFF\'s unbiased stochastic rounding (its random numbers are unseeded: runs are then not reproducible) instead of rounding to the nearest level.')
 flags.DEFINE_integer('personal_blocks', _D.personal_blocks, 'fedper: K_P, personalization blocks counted from the output (0 = FedAvg).')
 flags.DEFINE_bool('fedper_finetune', _D.fedper_finetune, 'fedper: first fine-tune the personal layers one epoch with the base frozen (paper appendix A.3).')
 flags.DEFINE_integer('rounds', _D.rounds, 'Total communication rounds (may be raised with --resume).')
@@ -63,6 +67,7 @@ flags.DEFINE_integer('eval_every', _D.eval_every, 'Evaluate on the test set ever
 flags.DEFINE_integer('checkpoint_every', _D.checkpoint_every, 'Checkpoint every this many rounds (and at the last, and on exit).')
 flags.DEFINE_float('target_accuracy', _D.target_accuracy, 'Target test accuracy for rounds-to-target (e.g. 0.99).')
 flags.DEFINE_bool('stop_at_target', _D.stop_at_target, 'End the run once the test accuracy reaches --target_accuracy.')
+flags.DEFINE_string('target_metric', _D.target_metric, 'Column that --target_accuracy and rounds-to-target read: eval_accuracy (global test set; for FedPer/FedGKT the average over trained clients of their models on it) | personalized_accuracy_mean (each client\'s model on its own test split: FedPer\'s measure).')
 flags.DEFINE_integer('seed', _D.seed, 'Seed of initialization, partition, sampling and shuffling.')
 flags.DEFINE_string('output_dir', _D.output_dir, 'Parent folder of run folders.')
 flags.DEFINE_string('run_name', _D.run_name, 'Run folder name (default: derived from the main flags).')
@@ -70,7 +75,8 @@ flags.DEFINE_bool('resume', _D.resume, 'Continue the run in the run folder from 
 flags.DEFINE_bool('export', _D.export, 'Export the final model (.keras, SavedModel, .tflite checked against Keras).')
 flags.DEFINE_bool('quantize', _D.quantize, 'Export a dynamic-range quantized TFLite model instead of float.')
 flags.DEFINE_bool('personalized_eval', _D.personalized_eval, 'Also evaluate on per-client test splits (client mean/std/min/max).')
-flags.DEFINE_string('export_clients', _D.export_clients, 'fedper: clients whose personalized models are exported: all | none | comma-separated ids.')
+flags.DEFINE_string('export_clients', _D.export_clients, 'fedper/fedgkt: clients whose own models are exported: none (default) | all | comma-separated ids.')
+flags.DEFINE_bool('require_private_executor', _D.require_private_executor, 'Refuse to run when the TFF executor (worker_binary: unauthenticated, runs any graph it is sent) cannot be put in a private network namespace; by default such a machine gets a one-line warning naming the exposed port.')
 flags.DEFINE_float('gkt_temperature', _D.gkt_temperature, 'fedgkt: distillation temperature T (KL scaled by T^2).')
 flags.DEFINE_float('gkt_alpha', _D.gkt_alpha, 'fedgkt: weight alpha of the KD term on clients and server.')
 flags.DEFINE_integer('gkt_server_epochs', _D.gkt_server_epochs, 'fedgkt: E_s, server epochs per round over the received features (--local_epochs is E_c).')
@@ -85,7 +91,7 @@ flags.DEFINE_integer('gkt_server_batch_size', _D.gkt_server_batch_size, 'fedgkt:
 flags.DEFINE_float('client_state_memory_mb', _D.client_state_memory_mb, 'fedper/fedgkt: RAM for private client states; least recently used ones past it are kept on disk in the run folder.')
 flags.DEFINE_bool('progress', None, 'Force the progress bar on/off (default: on when stderr is a terminal).')
 
-USER_ERRORS = (ValueError, FileNotFoundError)
+USER_ERRORS = (ValueError, FileNotFoundError, runtime.ExecutorError)
 
 
 def config_from_flags() -> experiment.ExperimentConfig:
@@ -112,13 +118,17 @@ def main(argv):
     print(f'train: interrupted; finished rounds are saved in {FLAGS.output_dir}. '
           'Run the same command with --resume to continue.', file=sys.stderr)
     return 130
+  except program_logic.DivergenceError as e:
+    print(f'train: error: {e}', file=sys.stderr)
+    return 3
   except USER_ERRORS as e:
     message = str(e).splitlines()[0] if str(e) else type(e).__name__
     print(f'train: error: {message}', file=sys.stderr)
     return 2
   s = result.summary
+  fmt = lambda v: '-' if v is None else f'{v:.4f}'
   print(f"done: {s['rounds_completed']} rounds, final test accuracy "
-        f"{s['final_eval_accuracy']:.4f} (best {s['best_eval_accuracy']:.4f}), "
+        f"{fmt(s['final_eval_accuracy'])} (best {fmt(s['best_eval_accuracy'])}), "
         f"rounds to target: {s['rounds_to_target']}")
   if result.export_report and 'tflite_path' in result.export_report:
     r = result.export_report

@@ -2,12 +2,15 @@
 
 import collections
 import csv
+import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tff_programs import client_states as client_states_lib
 from tff_programs import experiment
+from tff_programs import sampling
 from tff_programs.algorithms import base
 from tff_programs.algorithms import fedavg
 from tff_programs.algorithms import fedper
@@ -192,6 +195,10 @@ def fedper_cfg(tmp_path, **overrides):
       output_dir=str(tmp_path), export=False, run_name='run'), **overrides})
 
 
+def full_ids():
+  return [f'client_{i:03d}' for i in range(5)]
+
+
 def read_rows(run_dir):
   with open(f'{run_dir}/metrics.csv') as f:
     return [{k: v for k, v in r.items() if 'seconds' not in k} for r in csv.DictReader(f)]
@@ -208,7 +215,12 @@ def test_private_states_persist_across_resume(tmp_path):
     for a, b in zip(tf.nest.flatten(state), tf.nest.flatten(resumed.training.client_states[cid])):
       np.testing.assert_array_equal(a, b)
   rows = read_rows(full.run_dir)
-  assert all(r['personalized_accuracy_mean'] == r['eval_accuracy'] for r in rows)
+  # eval_accuracy: the trained clients' own models on the global test set;
+  # personalized_accuracy_*: each on its own split (a different number).
+  assert [int(r['eval_clients']) for r in rows] == [
+      len(set().union(*(sampling.sample_clients(full_ids(), 2, seed=0, round_num=k)
+                        for k in range(1, r + 1)))) for r in range(1, 5)]
+  assert all(r['personalized_accuracy_mean'] != r['eval_accuracy'] for r in rows)
   assert float(rows[-1]['personalized_accuracy_std']) >= 0
 
 
@@ -229,11 +241,22 @@ def test_unknown_export_client_is_a_config_error(tmp_path):
                               show_progress=False, log=lambda *a: None)
 
 
-def test_spilling_client_states_to_disk_changes_nothing(tmp_path):
+def test_spilling_client_states_to_disk_changes_nothing(tmp_path, monkeypatch):
   quiet = dict(show_progress=False, log=lambda *a: None)
   in_ram = experiment.run_experiment(fedper_cfg(tmp_path / 'ram', rounds=3), **quiet)
+  spilled_at_close = []
+  close = client_states_lib.ClientStateStore.close
+  def recording_close(store):
+    spilled_at_close.append(set(store.spilled))
+    close(store)
+  monkeypatch.setattr(client_states_lib.ClientStateStore, 'close', recording_close)
   # ~1 KiB budget: only about one client's head (16*10 + 10 floats) stays in RAM.
   spilled = experiment.run_experiment(
       fedper_cfg(tmp_path / 'disk', rounds=3, client_state_memory_mb=0.001), **quiet)
-  assert spilled.training.client_states.spilled
+  assert spilled_at_close and spilled_at_close[0], 'states were spilled during the run'
   assert read_rows(in_ram.run_dir) == read_rows(spilled.run_dir)
+  # The run's end removed the spill files; the final states are read from the checkpoint.
+  assert not os.path.exists(os.path.join(spilled.run_dir, 'client_states'))
+  for cid, state in in_ram.training.client_states.items():
+    for a, b in zip(tf.nest.flatten(state), tf.nest.flatten(spilled.training.client_states[cid])):
+      np.testing.assert_array_equal(a, b)
