@@ -42,7 +42,8 @@ class ArrayDataset:
 
   Attributes:
     name: Short dataset name, e.g. 'mnist'.
-    x_train: float32 features (images NHWC scaled to [0, 1]) or int32 token ids.
+    x_train: uint8 images NHWC as stored (MNIST, CIFAR: `datasets.preprocessing`
+      scales them to [0, 1] in the pipeline), float32 features, or int32 token ids.
     y_train: int64 class labels (int32 target sequences allowed for sequence
       data).
     x_test: Test features, same layout as `x_train`.
@@ -168,10 +169,10 @@ def check_pixels(
 ) -> np.ndarray:
   """Checks raw 8-bit images read from a file; returns them as uint8.
 
-  Loaders scale pixels by 1/255 themselves, so a file must hold the raw values
-  0..255: an integer array, or a float array of whole numbers (a float array
-  already scaled to [0, 1] would otherwise be divided by 255 twice, and a NaN
-  would silently reach training).
+  The pipeline scales pixels by 1/255 (`datasets.preprocessing`), so a file
+  must hold the raw values 0..255: an integer array, or a float array of whole
+  numbers (a float array already scaled to [0, 1] would otherwise be divided
+  by 255 twice, and a NaN would silently reach training).
 
   Args:
     images: The array as stored in the file.

@@ -262,7 +262,7 @@ def _load(
     xs, ys = zip(*(
         _read_batch(source, f, layout, label_key, num_classes) for f in files
     ))
-    return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
+    return np.concatenate(xs).astype(np.uint8), np.concatenate(ys)
 
   x_train, y_train = split(train_files)
   x_test, y_test = split((test_file,))
@@ -298,7 +298,8 @@ def load_cifar10(data_dir: Optional[str]) -> base.ArrayDataset:
       tarball (see the module docstring); or the tarball's path.
 
   Returns:
-    ArrayDataset 'cifar10': x float32 (N, 32, 32, 3) in [0, 1], y int64 in
+    ArrayDataset 'cifar10': x uint8 (N, 32, 32, 3) pixels 0..255 (the pipeline
+    scales them), y int64 in
     [0, 10); 50,000 train / 10,000 test for the real files with `test_batch`;
     without it, data_batch_1-4 train (40,000) and data_batch_5 tests
     (10,000). Its one note says which test set it is.
@@ -324,8 +325,8 @@ def load_cifar100(
     label_mode: 'fine' (100 classes) or 'coarse' (20 superclasses).
 
   Returns:
-    ArrayDataset 'cifar100' (or 'cifar100_coarse'): x float32 (N, 32, 32, 3)
-    in [0, 1], y int64; 50,000 train / 10,000 test for the real files.
+    ArrayDataset 'cifar100' (or 'cifar100_coarse'): x uint8 (N, 32, 32, 3)
+    pixels 0..255, y int64; 50,000 train / 10,000 test for the real files.
 
   Raises:
     DatasetError: bad label_mode, data_dir is None, or a file is corrupt.

@@ -25,6 +25,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from datasets import base
+from datasets import client_files
 from datasets import partition as partition_lib
 
 NATURAL = 'natural'
@@ -286,13 +287,15 @@ def build_federated_data(
 
 
 def client_dataset(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: 'np.ndarray | client_files.ArrayFile',
+    y: 'np.ndarray | client_files.ArrayFile',
     *,
     batch_size: Optional[int],
     epochs: int,
     shuffle_seed: int,
     map_fn: Optional[Callable[[Any], Any]] = None,
+    batch_map: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+    extras: Optional[Mapping[str, np.ndarray]] = None,
 ) -> tf.data.Dataset:
   """One client's local-training data: shuffle -> (map) -> batch, E epochs.
 
@@ -302,8 +305,10 @@ def client_dataset(
   TF's global seed: the same seed gives identical batches in any process.
 
   Args:
-    x: The client's features.
-    y: The client's labels.
+    x: The client's features: an array (embedded in the dataset's graph) or
+      a `client_files.ArrayFile` (read by the graph when it runs: what a TFF
+      round should ship, see `datasets.client_files`).
+    y: The client's labels (array or `ArrayFile`).
     batch_size: B; None means B = infinity (one batch holding all n examples
       per epoch, i.e. full-batch gradient descent).
     epochs: E, >= 1.
@@ -312,6 +317,11 @@ def client_dataset(
       OrderedDict(x=, y=) and an int64[2] seed for stateless random ops
       (deterministic for a shuffle_seed), applied
       before batching (e.g. data augmentation).
+    batch_map: Optional deterministic transform of a batch's x (e.g. uint8
+      pixels -> float32 / 255), used when there is no `map_fn`.
+    extras: Optional more per-example arrays (n rows each), gathered in the
+      same order into the elements under their keys (FedGKT's pending server
+      logits); `map_fn` does not see them.
 
   Returns:
     A dataset of OrderedDict(x=, y=) batches with known cardinality
@@ -320,10 +330,12 @@ def client_dataset(
   Raises:
     DatasetError: mismatched x/y or bad batch_size/epochs.
   """
-  n = len(x)
-  if len(y) != n:
+  x_dtype, x_shape = client_files.describe(x)
+  _, y_shape = client_files.describe(y)
+  n = x_shape[0]
+  if y_shape[0] != n:
     raise base.DatasetError(
-        f'client_dataset: x has {n} examples but y has {len(y)}'
+        f'client_dataset: x has {n} examples but y has {y_shape[0]}'
     )
   if batch_size is not None and (
       isinstance(batch_size, bool) or batch_size < 1
@@ -335,32 +347,61 @@ def client_dataset(
     raise base.DatasetError(f'epochs must be >= 1, got {epochs}')
   if shuffle_seed < 0:
     raise base.DatasetError(f'shuffle_seed must be >= 0, got {shuffle_seed}')
+  del x_dtype
   rng = np.random.default_rng(shuffle_seed)
-  orders = np.stack([rng.permutation(n) for _ in range(epochs)])
-  # One stateless-op seed per example and epoch, for reproducible augmentation.
+  # int32 indices: half the bytes of the request's only per-example content.
+  orders = np.stack([rng.permutation(n) for _ in range(epochs)]).astype(np.int32)
+  # One stateless-op seed per example and epoch, for reproducible augmentation
+  # (drawn always, so the orders stay the same; shipped only with a map_fn).
   example_seeds = rng.integers(0, 2**31 - 1, size=(epochs, n, 2), dtype=np.int64)
   batch = max(n, 1) if batch_size is None else int(batch_size)
-  x_t = tf.convert_to_tensor(x)
-  y_t = tf.convert_to_tensor(y)
-
-  def gather(indices):
-    return collections.OrderedDict(
-        x=tf.gather(x_t, indices), y=tf.gather(y_t, indices)
-    )
-
-  def one_epoch(order, seeds):
-    indices = tf.data.Dataset.from_tensor_slices(order)
-    if map_fn is None:  # Gather whole batches: fewer, larger ops.
-      return indices.batch(batch).map(gather)
-    examples = tf.data.Dataset.zip((indices.map(gather), tf.data.Dataset.from_tensor_slices(seeds)))
-    return examples.map(map_fn).batch(batch)
-
   num_batches = epochs * (-(-n // batch))
-  return (
-      tf.data.Dataset.from_tensor_slices((orders, example_seeds))
-      .flat_map(one_epoch)
-      .apply(tf.data.experimental.assert_cardinality(num_batches))
-  )
+
+  extras = dict(extras or {})
+  for key, values in extras.items():
+    if len(values) != n:
+      raise base.DatasetError(f'client_dataset: extra {key!r} has {len(values)} rows, not {n}')
+
+  def epochs_of(x_t: tf.Tensor, y_t: tf.Tensor) -> tf.data.Dataset:
+    extra_t = {k: tf.convert_to_tensor(v) for k, v in extras.items()}
+
+    def gather(indices):
+      element = collections.OrderedDict(
+          x=tf.gather(x_t, indices), y=tf.gather(y_t, indices)
+      )
+      element.update((k, tf.gather(v, indices)) for k, v in extra_t.items())
+      return element
+
+    def mapped_batch(indices):
+      element = gather(indices)
+      element['x'] = batch_map(element['x'])
+      return element
+
+    def mapped_example(element, seed):
+      out = map_fn(collections.OrderedDict(x=element['x'], y=element['y']), seed)
+      out.update((k, element[k]) for k in extra_t)
+      return out
+
+    def one_epoch(order, seeds=None):
+      indices = tf.data.Dataset.from_tensor_slices(order)
+      if map_fn is None:  # Gather whole batches: fewer, larger ops.
+        return indices.batch(batch).map(gather if batch_map is None else mapped_batch)
+      examples = tf.data.Dataset.zip((indices.map(gather), tf.data.Dataset.from_tensor_slices(seeds)))
+      return examples.map(mapped_example if extra_t else map_fn).batch(batch)
+
+    if map_fn is None:
+      return tf.data.Dataset.from_tensor_slices(orders).flat_map(one_epoch)
+    return tf.data.Dataset.from_tensor_slices((orders, example_seeds)).flat_map(one_epoch)
+
+  if isinstance(x, client_files.ArrayFile) or isinstance(y, client_files.ArrayFile):
+    # The arrays are read from their files when the dataset runs: the graph
+    # holds paths and orders, not the data.
+    sources = tf.data.Dataset.range(1).map(
+        lambda _: (client_files.as_tensor_source(x), client_files.as_tensor_source(y)))
+    dataset = sources.flat_map(epochs_of)
+  else:
+    dataset = epochs_of(tf.convert_to_tensor(x), tf.convert_to_tensor(y))
+  return dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
 
 
 def round_seed(seed: int, round_num: int, client_index: int) -> int:

@@ -124,7 +124,7 @@ def _to_dataset(
   )
 
   def images(x):
-    return (x.astype(np.float32) / 255.0)[..., np.newaxis]
+    return x.astype(np.uint8)[..., np.newaxis]
 
   return base.ArrayDataset(
       name='mnist',
@@ -168,7 +168,8 @@ def load_mnist(data_dir: Optional[str]) -> base.ArrayDataset:
     data_dir: Directory holding the files.
 
   Returns:
-    ArrayDataset 'mnist': x float32 (N, 28, 28, 1) in [0, 1] (pixels / 255),
+    ArrayDataset 'mnist': x uint8 (N, 28, 28, 1) pixels 0..255 (the pipeline
+    scales them to [0, 1]: `datasets.preprocessing`),
     y int64 in [0, 10); 60,000 train / 10,000 test for the real files.
 
   Raises:

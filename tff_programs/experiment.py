@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from compression import registry as aggregator_registry
 from datasets import base as dataset_base
+from datasets import client_files
 from datasets import federated as federated_lib
 from datasets import partition as partition_lib
 from datasets import preprocessing as preprocessing_lib
@@ -301,7 +302,7 @@ def make_task(cfg: ExperimentConfig, data: federated_lib.FederatedData) -> base.
       model_registry.build_model, cfg.model, input_shape, data.num_classes
   )
   x0, y0 = next(iter(data.train_arrays.values()))
-  x_dtype = tf.float32 if prep.train_map is not None else tf.as_dtype(x0.dtype)
+  x_dtype = preprocessing_lib.model_input_dtype(prep, tf.as_dtype(x0.dtype))
   element_spec = {
       'x': tf.TensorSpec([None, *input_shape], x_dtype),
       'y': tf.TensorSpec([None, *y0.shape[1:]], tf.as_dtype(y0.dtype)),
@@ -310,19 +311,26 @@ def make_task(cfg: ExperimentConfig, data: federated_lib.FederatedData) -> base.
                    num_classes=data.num_classes, ignore_label=prep.ignore_label)
 
 
-def client_dataset_fn(cfg: ExperimentConfig, data: federated_lib.FederatedData):
-  """(client_id, round) -> the client's shuffled, batched, repeated dataset."""
+def client_dataset_fn(cfg: ExperimentConfig, data: federated_lib.FederatedData,
+                      files: Optional[client_files.ClientArrayFiles] = None):
+  """(client_id, round) -> the client's shuffled, batched, repeated dataset.
+
+  With `files`, the dataset reads the client's arrays from its files when the
+  TFF worker runs it (the request holds paths and orders, not the data);
+  without, the arrays are embedded in the dataset's graph.
+  """
   index = {cid: i for i, cid in enumerate(data.client_ids)}
-  train_map = preprocessing_lib.preprocessing_for(cfg.dataset).train_map
+  prep = preprocessing_lib.preprocessing_for(cfg.dataset)
 
   def make(client_id: str, round_num: int) -> tf.data.Dataset:
-    x, y = data.train_arrays[client_id]
+    x, y = files.get(client_id) if files is not None else data.train_arrays[client_id]
     return federated_lib.client_dataset(
         x, y,
         batch_size=cfg.batch,
         epochs=cfg.local_epochs,
         shuffle_seed=federated_lib.round_seed(cfg.seed, round_num, index[client_id]),
-        map_fn=train_map,
+        map_fn=prep.train_map,
+        batch_map=prep.batch_map,
     )
 
   return make
@@ -473,10 +481,13 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = Non
         directory=os.path.join(cfg.run_dir, 'client_states'),
         memory_budget_bytes=int(cfg.client_state_memory_mb * 2**20),
     )) if algorithm.uses_client_states else None
+    files = cleanup.enter_context(
+        client_files.ClientArrayFiles(os.path.join(cfg.run_dir, 'client_data'), data.train_arrays))
+    algorithm.bind_client_files(files)
     training = program_logic.run_training(
         algorithm=algorithm,
         client_ids=data.client_ids,
-        make_client_dataset=client_dataset_fn(cfg, data),
+        make_client_dataset=client_dataset_fn(cfg, data, files),
         evaluate=evaluate,
         config=program_logic.LoopConfig(
             rounds=cfg.rounds,

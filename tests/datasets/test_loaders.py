@@ -111,10 +111,10 @@ def test_mnist_idx_round_trip(tmp_path, compress):
   data = mnist.load_mnist(str(tmp_path))
   assert data.name == 'mnist' and data.num_classes == 10
   assert data.x_train.shape == (3, 28, 28, 1)
-  assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
-  np.testing.assert_allclose(data.x_train[..., 0], arrays[0] / 255.0)
+  assert data.x_train.dtype == np.uint8 and data.y_train.dtype == np.int64
+  np.testing.assert_array_equal(data.x_train[..., 0], arrays[0])
   np.testing.assert_array_equal(data.y_train, [7, 0, 9])
-  np.testing.assert_allclose(data.x_test[..., 0], arrays[2] / 255.0)
+  np.testing.assert_array_equal(data.x_test[..., 0], arrays[2])
   np.testing.assert_array_equal(data.y_test, [1, 2])
 
 
@@ -125,7 +125,8 @@ def test_mnist_npz_round_trip(tmp_path):
       x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
   )
   data = mnist.load_mnist(str(tmp_path))
-  np.testing.assert_allclose(data.x_train[..., 0], x_train / 255.0)
+  np.testing.assert_array_equal(data.x_train[..., 0], x_train)
+  assert data.x_train.dtype == np.uint8
   np.testing.assert_array_equal(data.y_test, [1, 2])
   assert data.x_test.shape == (2, 28, 28, 1)
 
@@ -202,9 +203,9 @@ def test_mnist_npz_float_pixels_load_only_as_raw_whole_values(tmp_path):
   write_npz(tmp_path, x_train=x_train.astype(np.float64),
             y_train=y_train.astype(np.int64))
   data = mnist.load_mnist(str(tmp_path))
-  np.testing.assert_allclose(data.x_train[..., 0], x_train / 255.0)
+  np.testing.assert_array_equal(data.x_train[..., 0], x_train)
   np.testing.assert_array_equal(data.y_train, [7, 0, 9])
-  assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+  assert data.x_train.dtype == np.uint8 and data.y_train.dtype == np.int64
   # The same images already scaled to [0, 1] would be divided by 255 twice.
   path = write_npz(tmp_path, x_train=x_train / 255.0)
   with pytest.raises(base.DatasetError) as err:
@@ -309,12 +310,12 @@ def check_cifar10(data, images):
   assert data.name == 'cifar10' and data.num_classes == 10
   assert data.x_train.shape == (10, 32, 32, 3)
   assert data.x_test.shape == (3, 32, 32, 3)
-  assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+  assert data.x_train.dtype == np.uint8 and data.y_train.dtype == np.int64
   first, labels = images['data_batch_1']
-  np.testing.assert_allclose(data.x_train[:2], first / 255.0)
+  np.testing.assert_array_equal(data.x_train[:2], first)
   np.testing.assert_array_equal(data.y_train[:2], labels)
   np.testing.assert_array_equal(data.y_train[-2:], images['data_batch_5'][1])
-  np.testing.assert_allclose(data.x_test, images['test_batch'][0] / 255.0)
+  np.testing.assert_array_equal(data.x_test, images['test_batch'][0])
   assert data.notes == (
       'cifar10: test set = the official test_batch (3 images); train = 10'
       ' images',
@@ -332,9 +333,9 @@ def test_cifar_pixel_layout_hand_computed(tmp_path):
   for name in cifar._CIFAR10.train_files + ('test_batch',):
     (folder / name).write_bytes(raw)
   got = cifar.load_cifar10(str(tmp_path))
-  assert got.x_train[0, 1, 2, 0] == 1.0
-  assert got.x_train[0, 0, 0, 2] == pytest.approx(0.2)
-  assert got.x_train[0].sum() == pytest.approx(1.2)
+  assert got.x_train[0, 1, 2, 0] == 255
+  assert got.x_train[0, 0, 0, 2] == 51
+  assert int(got.x_train[0].sum()) == 306
 
 
 @pytest.mark.parametrize('layout', ['folder', 'direct'])
@@ -372,13 +373,11 @@ def check_cifar10_holdout(data, images, location):
   assert data.x_train.shape == (8, 32, 32, 3)
   assert data.x_test.shape == (2, 32, 32, 3)
   train = [images[f'data_batch_{i}'] for i in range(1, 5)]
-  np.testing.assert_allclose(
-      data.x_train, np.concatenate([x for x, _ in train]) / 255.0
-  )
+  np.testing.assert_array_equal(data.x_train, np.concatenate([x for x, _ in train]))
   np.testing.assert_array_equal(
       data.y_train, np.concatenate([y for _, y in train])
   )
-  np.testing.assert_allclose(data.x_test, images['data_batch_5'][0] / 255.0)
+  np.testing.assert_array_equal(data.x_test, images['data_batch_5'][0])
   np.testing.assert_array_equal(data.y_test, images['data_batch_5'][1])
   assert data.notes == (
       f'cifar10: no test_batch in {location}, so data_batch_5 (2 images) is'
@@ -482,7 +481,7 @@ def test_cifar100_fine_and_coarse_from_tarball(tmp_path):
   fine = cifar.load_cifar100(str(tmp_path))
   assert fine.name == 'cifar100' and fine.num_classes == 100
   np.testing.assert_array_equal(fine.y_train, [99, 0, 42])
-  np.testing.assert_allclose(fine.x_test, imgs[3:] / 255.0)
+  np.testing.assert_array_equal(fine.x_test, imgs[3:])
   coarse = cifar.load_cifar100(str(tmp_path), label_mode='coarse')
   assert coarse.num_classes == 20
   np.testing.assert_array_equal(coarse.y_train, [19, 0, 3])

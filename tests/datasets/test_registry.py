@@ -66,7 +66,8 @@ def test_mnist_through_registry(tmp_path):
   write('t10k-images-idx3-ubyte.gz', np.zeros((1, 28, 28), np.uint8), 2051)
   write('t10k-labels-idx1-ubyte.gz', np.array([5], np.uint8), 2049)
   data = registry.load_dataset('mnist', str(tmp_path))
-  assert data.x_train.shape == (2, 28, 28, 1) and data.x_train.max() == 1.0
+  assert data.x_train.shape == (2, 28, 28, 1) and data.x_train.max() == 255
+  assert data.x_train.dtype == np.uint8
   np.testing.assert_array_equal(data.y_train, [3, 4])
   np.testing.assert_array_equal(data.y_test, [5])
 

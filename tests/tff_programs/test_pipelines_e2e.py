@@ -104,3 +104,19 @@ def test_shakespeare_pipeline_masks_padding(tmp_path):
   assert float(metric_rows[0]['eval_accuracy']) != pytest.approx(
       (predictions == data.y_test).mean(), abs=1e-3)
   assert result.export_report['accuracy_gap'] <= 0.005
+
+
+def test_a_client_beyond_tffs_100_mib_dataset_limit_trains(tmp_path):
+  # One client of 9,000 CIFAR images: 110.6 MB as float32, past the 100 MiB TFF
+  # refuses for a dataset serialized into a call. Kept uint8 and read from its
+  # file in the worker, its request holds only the example order.
+  write_fake_cifar10(tmp_path, per_batch=1800, test=10)
+  cfg = experiment.ExperimentConfig(
+      dataset='cifar10', data_dir=str(tmp_path), model='tiny_cnn', partition='iid',
+      num_clients=1, client_fraction=1.0, local_epochs=1, batch_size='inf', rounds=1,
+      eval_every=1, export=False, output_dir=str(tmp_path / 'runs'))
+  result = experiment.run_experiment(cfg, **QUIET)
+  row = rows(result.run_dir)[0]
+  assert int(row['examples']) == 9000 and int(row['non_finite_clients']) == 0
+  assert np.isfinite(float(row['train_loss']))
+  assert not os.path.exists(os.path.join(result.run_dir, 'client_data'))  # removed at the end

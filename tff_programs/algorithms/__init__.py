@@ -130,7 +130,8 @@ def _build_fedgkt(task: base.Task, cfg: Any, aggregator: Optional[Any]) -> base.
       spill_dir=os.path.join(cfg.run_dir, 'gkt_features'),
   )
   prep = preprocessing.preprocessing_for(cfg.dataset)
-  return fedgkt.FedGKTAlgorithm(task, config, train_map=prep.train_map, eval_map=prep.eval_map)
+  return fedgkt.FedGKTAlgorithm(task, config, train_map=prep.train_map, eval_map=prep.eval_map,
+                                batch_map=prep.batch_map)
 
 
 AlgorithmBuilder = Callable[[base.Task, Any, Optional[Any]], base.FederatedAlgorithm]

@@ -93,6 +93,12 @@ class FederatedAlgorithm(abc.ABC):
     """
     del data
 
+  def bind_client_files(self, files: Any) -> None:
+    """Receives the run's `datasets.client_files.ClientArrayFiles` (default:
+    unused; algorithms that build their clients' inputs themselves read the
+    client arrays from these files inside the TFF worker)."""
+    del files
+
   @abc.abstractmethod
   def initialize(self, seed: int) -> ServerState:
     """The round-0 server state; deterministic for a seed."""

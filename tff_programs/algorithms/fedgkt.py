@@ -118,6 +118,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from datasets import client_files
 from datasets import federated as federated_lib
 from models import gkt
 from tff_programs.algorithms import base
@@ -136,6 +137,9 @@ _FLOAT_BYTES = 4
 # rounds holding more than this (less headroom for the graph) spill to disk
 # whatever the memory budget.
 IN_CALL_LIMIT_BYTES = 96 * 2**20
+# One client's features come back from the TFF worker in one gRPC message
+# (FedSuite's channels allow 2 GB); checked before a run starts.
+MAX_CLIENT_FEATURE_BYTES = 1900 * 10**6
 
 EdgeBuilder = Callable[[], tuple[tf.keras.Model, tf.keras.Model, tf.keras.Model]]
 ServerBuilder = Callable[[Sequence[int]], tf.keras.Model]
@@ -565,7 +569,8 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
                edge_builder: Optional[EdgeBuilder] = None,
                server_builder: Optional[ServerBuilder] = None,
                train_map: Optional[TrainMap] = None,
-               eval_map: Optional[EvalMap] = None):
+               eval_map: Optional[EvalMap] = None,
+               batch_map: Optional[EvalMap] = None):
     """Builds the computations.
 
     Args:
@@ -582,11 +587,14 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
         examples it extracts features of (seeded per round, as FedGKT's code
         extracts from its augmented training loader).
       eval_map: the dataset's test-time transform (evaluation; export).
+      batch_map: the dataset's per-batch training transform when there is no
+        train_map (uint8 pixels -> float32 / 255).
     """
     self._task = task
     self._config = config
     self._train_map = train_map
     self._eval_map = eval_map
+    self._batch_map = batch_map
     input_spec = task.element_spec['x']
     self._input_shape = tuple(input_spec.shape[1:])
     self._label_dtype = tf.as_dtype(task.element_spec['y'].dtype)
@@ -612,6 +620,7 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
         _num_values(extractor_specs['non_trainable'])
         + _num_values(self._server_specs['non_trainable']))
     self._data = None
+    self._files: Optional[client_files.ClientArrayFiles] = None
     self._index: dict[str, int] = {}
     self._seed: Optional[int] = None
     self._initial_edge: dict[int, collections.OrderedDict] = {}
@@ -620,9 +629,25 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
   # ---- data and state ---------------------------------------------------
 
   def bind_data(self, data: federated_lib.FederatedData) -> None:
-    """Gives the algorithm the clients' arrays (run_experiment calls this)."""
+    """Gives the algorithm the clients' arrays (run_experiment calls this).
+
+    Raises:
+      ValueError: a client's features would not fit in one gRPC message to
+        the TFF worker (one line, before any run folder exists).
+    """
     self._data = data
     self._index = {cid: i for i, cid in enumerate(data.client_ids)}
+    largest = max(len(y) for _, y in data.train_arrays.values())
+    feature_bytes = self._feature_bytes(largest)
+    if feature_bytes > MAX_CLIENT_FEATURE_BYTES:
+      raise ValueError(
+          f'fedgkt: the largest client ({largest:,} examples) would upload {feature_bytes / 2**30:.1f} '
+          f'GiB of features in one message (TFF\'s limit is 2 GB); use more clients '
+          '(--num_clients) or fewer examples (--max_train_examples)')
+
+  def bind_client_files(self, files: Optional[client_files.ClientArrayFiles]) -> None:
+    """Client inputs read each client's x and y from these files in the worker."""
+    self._files = files
 
   def _train_arrays(self, client_id: str) -> tuple[np.ndarray, np.ndarray]:
     if self._data is None:
@@ -665,38 +690,48 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
   # ---- one round -------------------------------------------------------
 
   def client_inputs(self, client_id: str, client_state: Mapping[str, Any], round_num: int):
-    """(training dataset with pending Z_s, extraction dataset, permutation)."""
-    x, y = self._train_arrays(client_id)
-    n, index = len(y), self._index[client_id]
-    x_t, z_t = tf.constant(x), tf.constant(np.asarray(client_state['server_logits'], np.float32))
-    train_map = self._train_map
+    """(training dataset with pending Z_s, extraction dataset, permutation).
 
-    # Example indices go through the generic pipeline as 'x': the FedAvg
-    # clients' exact shuffles (and augmentation seeds); then x and z_s are
-    # gathered by index.
-    def with_logits(batch):
-      return collections.OrderedDict(
-          x=tf.gather(x_t, batch['x']), y=batch['y'], z=tf.gather(z_t, batch['x']))
-
-    def augmented_with_logits(element, seed):
-      out = train_map(collections.OrderedDict(x=tf.gather(x_t, element['x']), y=element['y']), seed)
-      return collections.OrderedDict(x=out['x'], y=out['y'], z=tf.gather(z_t, element['x']))
-
+    The training batches are FedAvg's for this client and round (the same
+    seeded shuffles, augmentation seeds and pixel transform) with the pending
+    Z_s gathered alongside; the extraction batches visit the client's examples
+    in a seeded permutation. With client files (`bind_client_files`) both read
+    the client's x and y from disk when they run; the request holds only the
+    orders, seeds and Z_s.
+    """
+    x, y = (self._files.get(client_id) if self._files is not None
+            else self._train_arrays(client_id))
+    n, index = len(self._train_arrays(client_id)[1]), self._index[client_id]
+    train_map, batch_map = self._train_map, self._batch_map
     train = federated_lib.client_dataset(
-        np.arange(n, dtype=np.int64), y, batch_size=self._config.client_batch_size,
-        epochs=self._config.client_epochs,
+        x, y, batch_size=self._config.client_batch_size, epochs=self._config.client_epochs,
         shuffle_seed=federated_lib.round_seed(self._seed, round_num, index),
-        map_fn=None if train_map is None else augmented_with_logits)
-    if train_map is None:
-      train = train.map(with_logits)
+        map_fn=train_map, batch_map=batch_map,
+        extras={'z': np.asarray(client_state['server_logits'], np.float32)})
     rng = np.random.default_rng(np.random.SeedSequence([self._seed, round_num, index, 1]))
     order = rng.permutation(n)
-    extract = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x[order], y=y[order]))
-    if train_map is not None:
-      seeds = rng.integers(0, 2**31 - 1, size=(n, 2), dtype=np.int64)
-      extract = tf.data.Dataset.zip((extract, tf.data.Dataset.from_tensor_slices(seeds))).map(
-          lambda e, seed: collections.OrderedDict(x=train_map(e, seed)['x'], y=e['y']))
-    return train, extract.batch(INFERENCE_BATCH), order
+    seeds = rng.integers(0, 2**31 - 1, size=(n, 2), dtype=np.int64) if train_map is not None else None
+
+    def extraction(x_t, y_t):
+      indices = tf.data.Dataset.from_tensor_slices(order)
+      if train_map is None:
+        def batch_of(i):
+          xb = tf.gather(x_t, i)
+          return collections.OrderedDict(x=xb if batch_map is None else batch_map(xb),
+                                         y=tf.gather(y_t, i))
+        return indices.batch(INFERENCE_BATCH).map(batch_of)
+
+      def example_of(i, seed):
+        element = collections.OrderedDict(x=tf.gather(x_t, i), y=tf.gather(y_t, i))
+        return collections.OrderedDict(x=train_map(element, seed)['x'], y=element['y'])
+      return tf.data.Dataset.zip((indices, tf.data.Dataset.from_tensor_slices(seeds))).map(
+          example_of).batch(INFERENCE_BATCH)
+
+    if isinstance(x, client_files.ArrayFile):
+      extract = tf.data.Dataset.range(1).map(lambda _: (x.read(), y.read())).flat_map(extraction)
+    else:
+      extract = extraction(tf.convert_to_tensor(x), tf.convert_to_tensor(y))
+    return train, extract, order
 
   def _run_client(self, client_id, client_state, round_num, learning_rate):
     train, extract, order = self.client_inputs(client_id, client_state, round_num)
