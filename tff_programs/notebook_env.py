@@ -247,9 +247,10 @@ def stream(command: Sequence[str], *, cwd: Optional[str] = None,
   return proc.wait(), lines
 
 
-def _run_checked(command: Sequence[str], echo: Echo, cwd: Optional[str] = None) -> list[str]:
+def _run_checked(command: Sequence[str], echo: Echo) -> list[str]:
+  """Echoes and runs `command`; a failure is one line: the command and its last output."""
   echo(f'$ {shlex.join(command)}')
-  code, lines = stream(command, cwd=cwd, echo=echo)
+  code, lines = stream(command, echo=echo)
   if code != 0:
     last = next((l for l in reversed(lines) if l.strip()), 'no output')
     raise NotebookEnvError(f'`{shlex.join(command[:4])} ...` exited {code}: {last.strip()}')
