@@ -7,7 +7,9 @@ a CIFAR ResNet between a small edge model and a large server model:
   logits, trained on the client; the client uploads H (plus its logits) and the
   server distills from/into them.
   - extractor: Conv 3x3x16 (stride 1, no bias) + BN + ReLU, so H is the
-    (32, 32, 16) map of a CIFAR image (block 'stem');
+    (h, w, 16) map of an h x w image (block 'stem'): (32, 32, 16) in the paper,
+    (24, 24, 16) on FedSuite's CIFAR pipeline (the FedAvg paper's 24x24 crops),
+    (28, 28, 16) on MNIST;
   - classifier, block='basic' (default): 3 BasicBlocks at 16 channels, stride 1
     (s1b01..s1b03: 6 conv 3x3x16 + BN, identity shortcuts), global average
     pool, Dense logits. Layers with weights: 1 + 6 + 1 = 8, hence "ResNet-8".

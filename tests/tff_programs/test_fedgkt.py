@@ -502,3 +502,12 @@ def test_export_writes_a_checked_tflite_model_per_client(tmp_path, tiny_models):
   assert not np.array_equal(a, b)
   np.testing.assert_array_equal(models['client_000'].get_layer('tiny_server').get_weights()[0],
                                 models['client_001'].get_layer('tiny_server').get_weights()[0])
+
+
+def test_feature_folders_left_by_a_killed_run_are_removed(tff_context, tmp_path):
+  spill_dir = tmp_path / 'gkt_features'
+  stale = spill_dir / 'round_00007_abc'
+  stale.mkdir(parents=True)
+  (stale / 'client_00000.tfrecord').write_bytes(b'features of a killed process')
+  algorithm(spill_dir=str(spill_dir))
+  assert not spill_dir.exists()

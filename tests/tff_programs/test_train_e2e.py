@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tff_programs import executor_sandbox
 from tff_programs import runtime
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -135,6 +136,13 @@ def test_ctrl_c_saves_then_resume_equals_uninterrupted(tmp_path):
     if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:  # header + 3 rounds
       break
     time.sleep(0.05)
+  # Mid-run, as in `make train`: the executor is bound on no address of this
+  # machine's network namespace (it lives in its own, reached by a Unix socket).
+  [worker] = workers_of(proc.pid)
+  owned = executor_sandbox.socket_inodes(worker)
+  assert owned, 'the worker holds its listening socket'
+  assert [s for s in executor_sandbox.read_listening() if s[2] in owned] == []
+  assert os.readlink(f'/proc/{worker}/ns/net') != os.readlink('/proc/self/ns/net')
   proc.send_signal(signal.SIGINT)
   _, stderr = proc.communicate(timeout=120)
   assert proc.returncode in (130, 0), stderr[-3000:]

@@ -547,6 +547,20 @@ class FeatureStore:
         sources, tf.data.Dataset.from_tensor_slices(choices))
 
 
+def _remove_stale_rounds(spill_dir: Optional[str]) -> None:
+  """Deletes `round_*` feature folders a killed process left in `spill_dir`
+  (a live round deletes its own folder when it ends, whatever happens)."""
+  if not spill_dir or not os.path.isdir(spill_dir):
+    return
+  for name in os.listdir(spill_dir):
+    if name.startswith('round_'):
+      shutil.rmtree(os.path.join(spill_dir, name), ignore_errors=True)
+  try:
+    os.rmdir(spill_dir)  # Only if empty.
+  except OSError:
+    pass
+
+
 def _example(**arrays: np.ndarray) -> bytes:
   feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(
       value=[tf.make_tensor_proto(np.ascontiguousarray(v)).SerializeToString()]))
@@ -619,6 +633,7 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
     self.full_params = self.full_trainable_params + (
         _num_values(extractor_specs['non_trainable'])
         + _num_values(self._server_specs['non_trainable']))
+    _remove_stale_rounds(config.spill_dir)
     self._data = None
     self._files: Optional[client_files.ClientArrayFiles] = None
     self._index: dict[str, int] = {}
