@@ -102,6 +102,9 @@ class FederatedData:
     input_shape: Shape of one example.
     notes: The dataset's one-line facts a run reports (e.g. which test set
       is used, Shakespeare's counts next to the paper's).
+    test_indices: client id -> positions of its test examples in
+      `central_test` (what `test_arrays` holds), or None; lets one pass over
+      the central test set also score every client's split.
   """
 
   name: str
@@ -113,6 +116,7 @@ class FederatedData:
   num_classes: int
   input_shape: tuple[int, ...]
   notes: tuple[str, ...] = ()
+  test_indices: Optional[Mapping[str, np.ndarray]] = None
 
   @functools.cached_property
   def train_client_data(self) -> tff.simulation.datasets.ClientData:
@@ -268,7 +272,10 @@ def build_federated_data(
       cid: (data.x_train[p], data.y_train[p]) for cid, p in zip(ids, parts)
   })
   test_arrays = None
+  test_indices = None
   if per_client_test:
+    test_indices = types.MappingProxyType(
+        {cid: np.asarray(p, np.int64) for cid, p in zip(ids, test_parts)})
     test_arrays = types.MappingProxyType({
         cid: (data.x_test[p], data.y_test[p])
         for cid, p in zip(ids, test_parts)
@@ -283,6 +290,7 @@ def build_federated_data(
       num_classes=data.num_classes,
       input_shape=data.input_shape,
       notes=tuple(data.notes),
+      test_indices=test_indices,
   )
 
 

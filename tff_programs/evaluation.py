@@ -5,6 +5,12 @@ large batches): it is the same number a TFF evaluation computation would give,
 at a fraction of the cost. Per-client evaluation (a model per client on the
 client's own test split) gives the personalized accuracy of FedPer and, with the
 global model for every client, the point-for-point FedAvg comparison.
+
+`score` makes one pass over the central test set: it accumulates the loss and
+accuracy with the same Keras loss and metric objects, in the same order, as
+`model.evaluate` (so the numbers are Keras' own, bit for bit, tested), and keeps
+each example's correctness, from which the clients' test splits (subsets of
+the central set, `FederatedData.test_indices`) are scored without a second pass.
 """
 
 from __future__ import annotations
@@ -40,12 +46,64 @@ class KerasEvaluator:
     self._batch_size = batch_size
     self._preprocess = preprocess
     self._ignore_label = ignore_label
+    self._loss = model_adapter.loss_fn(ignore_label)
+    self._loss_mean = tf.keras.metrics.Mean()
+    self._accuracy = model_adapter.metrics_fn(ignore_label)[0]
+    self._step = tf.function(self._score_batch)
 
   def _dataset(self, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if self._preprocess is not None:
       ds = ds.map(lambda a, b: (self._preprocess(a), b))
     return ds.batch(self._batch_size)
+
+  def _batches(self, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
+    """Batches, transformed per batch (the eval transforms work on batches)."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(self._batch_size)
+    if self._preprocess is not None:
+      ds = ds.map(lambda a, b: (self._preprocess(a), b))
+    return ds.prefetch(1)
+
+  def _score_batch(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """`Model.test_step`'s updates for one batch, plus per-example correct/valid."""
+    logits = self.model(x, training=False)
+    self._loss_mean.update_state(self._loss(y, logits), sample_weight=tf.shape(y)[0])
+    self._accuracy.update_state(y, logits)
+    hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=y.dtype), y), tf.float32)
+    valid = (tf.ones_like(hits) if self._ignore_label is None
+             else tf.cast(tf.not_equal(y, self._ignore_label), tf.float32))
+    per_example = lambda t: tf.reduce_sum(tf.reshape(t, [tf.shape(y)[0], -1]), axis=1)
+    return per_example(hits * valid), per_example(valid)
+
+  def score(self, weights: Weights, x: np.ndarray, y: np.ndarray
+            ) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """(loss, accuracy, correct, valid) of the model with `weights` on (x, y) in
+    one pass: loss and accuracy as `model.evaluate` reports them; per example,
+    its correct and scored positions (padding excluded)."""
+    self.model.set_weights(list(weights))
+    self._loss_mean.reset_state()
+    self._accuracy.reset_state()
+    correct, valid = [], []
+    for xb, yb in self._batches(x, y):
+      c, v = self._step(xb, yb)
+      correct.append(c.numpy())
+      valid.append(v.numpy())
+    return (float(self._loss_mean.result()), float(self._accuracy.result()),
+            np.concatenate(correct).astype(np.float64), np.concatenate(valid).astype(np.float64))
+
+  def central_and_clients(
+      self, weights: Weights, x: np.ndarray, y: np.ndarray,
+      client_indices: Optional[Mapping[str, np.ndarray]] = None,
+  ) -> dict[str, float]:
+    """eval_loss/eval_accuracy on (x, y) and, with `client_indices` (client id ->
+    positions of its test split in x), the clients' accuracy mean/std/min/max,
+    all from one pass."""
+    loss, accuracy, correct, valid = self.score(weights, x, y)
+    result = collections.OrderedDict(eval_loss=loss, eval_accuracy=accuracy)
+    if client_indices:
+      result.update(_spread([correct[i].sum() / max(valid[i].sum(), 1)
+                             for i in client_indices.values() if len(i)]))
+    return result
 
   def evaluate(self, weights: Weights, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(loss, accuracy) of the model with `weights` on (x, y)."""
@@ -63,18 +121,31 @@ class KerasEvaluator:
       client_ids: Sequence[str],
       x: np.ndarray,
       y: np.ndarray,
+      client_indices: Optional[Mapping[str, np.ndarray]] = None,
   ) -> dict[str, float]:
     """Each client's model on the same (x, y); loss and accuracy averaged over clients.
 
     The global-test-set measure of algorithms whose clients keep their own
     models: `eval_loss`, `eval_accuracy` (client averages) and
-    `eval_clients` (how many models were evaluated).
+    `eval_clients` (how many models were evaluated). With `client_indices`
+    (client id -> positions of its own test split in x), the same pass also
+    gives each client's accuracy on its own split: the
+    `personalized_accuracy_*` columns.
     """
-    scores = np.asarray([self.evaluate(weights_for_client(cid), x, y) for cid in client_ids],
-                        dtype=np.float64)
-    return collections.OrderedDict(
-        eval_loss=float(scores[:, 0].mean()), eval_accuracy=float(scores[:, 1].mean()),
+    losses, accuracies, own = [], [], []
+    for cid in client_ids:
+      loss, accuracy, correct, valid = self.score(weights_for_client(cid), x, y)
+      losses.append(loss)
+      accuracies.append(accuracy)
+      positions = client_indices.get(cid) if client_indices else None
+      if positions is not None and len(positions):
+        own.append(correct[positions].sum() / max(valid[positions].sum(), 1))
+    result = collections.OrderedDict(
+        eval_loss=float(np.mean(losses)), eval_accuracy=float(np.mean(accuracies)),
         eval_clients=len(client_ids))
+    if own:
+      result.update(_spread(own))
+    return result
 
   def per_client(
       self,
@@ -104,13 +175,7 @@ class KerasEvaluator:
         self.model.set_weights(list(weights_for_client(cid)))
         correct, valid = self._correct(*test_arrays[cid])
         accuracies.append(correct.sum() / max(valid.sum(), 1))
-    a = np.asarray(accuracies, dtype=np.float64)
-    return collections.OrderedDict(
-        personalized_accuracy_mean=float(a.mean()),
-        personalized_accuracy_std=float(a.std()),
-        personalized_accuracy_min=float(a.min()),
-        personalized_accuracy_max=float(a.max()),
-    )
+    return _spread(accuracies)
 
   def _correct(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per example: correct predictions and scored positions (padding excluded)."""
@@ -119,3 +184,14 @@ class KerasEvaluator:
     valid = np.ones_like(y, dtype=bool) if self._ignore_label is None else y != self._ignore_label
     per_example = lambda m: m.reshape(len(y), -1).sum(axis=1).astype(np.float64)
     return per_example(correct & valid), per_example(valid)
+
+
+def _spread(accuracies: Sequence[float]) -> dict[str, float]:
+  """personalized_accuracy_mean/std/min/max of per-client accuracies."""
+  a = np.asarray(accuracies, dtype=np.float64)
+  return collections.OrderedDict(
+      personalized_accuracy_mean=float(a.mean()),
+      personalized_accuracy_std=float(a.std()),
+      personalized_accuracy_min=float(a.min()),
+      personalized_accuracy_max=float(a.max()),
+  )

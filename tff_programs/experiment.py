@@ -367,11 +367,15 @@ def make_evaluate_fn(
       if not trained:
         return {}
       weights_of = lambda cid: algorithm.client_model_weights(state, client_states[cid])
+      if data.test_indices is not None:  # Own splits scored in the same pass.
+        return evaluator.mean_over_models(weights_of, trained, x_test, y_test, data.test_indices)
       result = evaluator.mean_over_models(weights_of, trained, x_test, y_test)
       if data.test_arrays:
         result.update(evaluator.per_client(weights_of, {c: data.test_arrays[c] for c in trained}))
       return result
     weights = algorithm.model_weights(state)
+    if cfg.personalized_eval and data.test_indices is not None:
+      return evaluator.central_and_clients(weights, x_test, y_test, data.test_indices)
     result = evaluator.central(weights, x_test, y_test)
     if cfg.personalized_eval and data.test_arrays:
       result.update(evaluator.per_client(None, data.test_arrays, shared_weights=weights))

@@ -156,3 +156,21 @@ def test_a_tflite_accuracy_gap_is_one_line_not_an_error(tmp_path, monkeypatch):
   assert len(warnings) == 1 and 'model.tflite' in warnings[0]
   summary = json.loads(open(os.path.join(cfg.run_dir, 'summary.json')).read())
   assert summary['export']['accuracy_gap_exceeded'] is True
+
+
+def test_one_pass_scores_equal_keras_evaluate_and_per_client_splits():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2500, 1)).astype(np.float32)
+  y = rng.integers(0, 2, 2500).astype(np.int64)
+  evaluator = evaluation.KerasEvaluator(linear_model)
+  weights = [np.array([[0.7, -0.3]], np.float32), np.array([0.1, -0.1], np.float32)]
+  # Bit for bit what model.evaluate reports (the same Keras loss and metric objects).
+  assert evaluator.score(weights, x, y)[:2] == evaluator.evaluate(weights, x, y)
+  splits = {'a': np.arange(0, 900), 'b': np.arange(900, 2000), 'c': np.arange(2000, 2500)}
+  one_pass = evaluator.central_and_clients(weights, x, y, splits)
+  two_passes = evaluator.central(weights, x, y)
+  two_passes.update(evaluator.per_client(
+      None, {c: (x[i], y[i]) for c, i in splits.items()}, shared_weights=weights))
+  assert one_pass == pytest.approx(two_passes, abs=1e-12)
+  assert (one_pass['eval_loss'], one_pass['eval_accuracy']) == (two_passes['eval_loss'],
+                                                               two_passes['eval_accuracy'])
