@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import threading
 from collections.abc import Mapping
 from typing import Optional
 
@@ -73,6 +74,7 @@ class ClientArrayFiles:
     self.directory = directory
     self._arrays = arrays
     self._files: dict[str, tuple[ArrayFile, ArrayFile]] = {}
+    self._lock = threading.Lock()  # Next round's inputs are built in another thread.
     if os.path.isdir(directory):  # Files of an earlier (interrupted) run of this folder.
       shutil.rmtree(directory)
     os.makedirs(directory)
@@ -84,12 +86,13 @@ class ClientArrayFiles:
     return int(len(self._arrays[client_id][1]))
 
   def get(self, client_id: str) -> tuple[ArrayFile, ArrayFile]:
-    """The client's (x file, y file), writing them on first use."""
-    if client_id not in self._files:
-      x, y = self._arrays[client_id]
-      stem = os.path.join(self.directory, _file_stem(client_id))
-      self._files[client_id] = (write_array(f'{stem}.x', x), write_array(f'{stem}.y', y))
-    return self._files[client_id]
+    """The client's (x file, y file), writing them on first use (thread-safe)."""
+    with self._lock:
+      if client_id not in self._files:
+        x, y = self._arrays[client_id]
+        stem = os.path.join(self.directory, _file_stem(client_id))
+        self._files[client_id] = (write_array(f'{stem}.x', x), write_array(f'{stem}.y', y))
+      return self._files[client_id]
 
   def close(self) -> None:
     """Removes the files (idempotent)."""

@@ -350,3 +350,32 @@ def test_interrupts_are_deferred_to_the_end_of_a_commit():
   with program_logic.interrupts_deferred():
     events.append('quiet')
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_next_rounds_datasets_are_built_while_this_round_runs(tmp_path):
+  events = []
+
+  def recording_dataset_fn(client_id, round_num):
+    events.append(('dataset', round_num))
+    return dataset_fn(client_id, round_num)
+
+  class Recording(FakeAlgorithm):
+    def next(self, state, round_num, *args):
+      import time as time_lib
+      time_lib.sleep(0.2)  # The round "runs in the worker".
+      events.append(('next done', round_num))
+      return super().next(state, round_num, *args)
+
+  outputs = run_outputs.RunOutputs(str(tmp_path))
+  program_logic.run_training(
+      algorithm=Recording(), client_ids=IDS, make_client_dataset=recording_dataset_fn,
+      evaluate=None, config=program_logic.LoopConfig(rounds=3, clients_per_round=3, seed=1),
+      outputs=outputs, checkpoints=checkpointing.CheckpointManager(outputs.checkpoint_dir),
+      show_progress=False)
+  # Round 2's datasets (all three) exist before round 1's next() returned, and
+  # nothing is built for a round 4 that does not exist.
+  assert events.index(('next done', 1)) > max(i for i, e in enumerate(events) if e == ('dataset', 2))
+  assert events.count(('dataset', 2)) == 3 and ('dataset', 4) not in events
+  reference = run(tmp_path / 'ref', rounds=3, algorithm=FakeAlgorithm())
+  assert read_rows(tmp_path)[-1]['train_loss'] == read_rows(tmp_path / 'ref')[-1]['train_loss']
+  del reference
