@@ -369,7 +369,7 @@ def install_default_context() -> LocalWorker:
 @contextlib.contextmanager
 def tff_runtime(
     *, max_concurrent_computation_calls: int = -1, log_path: Optional[str] = None,
-    isolation: Optional[str] = None,
+    isolation: Optional[str] = None, worker_binary: Optional[str] = None,
 ) -> Iterator[LocalWorker]:
   """Installs a TFF execution context for the block; stops its worker on exit.
 
@@ -382,16 +382,24 @@ def tff_runtime(
     max_concurrent_computation_calls: the worker's flag (-1: unlimited).
     log_path: the worker's log file.
     isolation: 'auto' | 'required' | 'off' (see `LocalWorker`).
+    worker_binary: an executor service binary to run instead of the wheel's
+      (`--worker_binary`, e.g. TFF built with CUDA); checked by
+      `check_worker_binary`. None: the wheel's.
 
   Yields:
     The `LocalWorker` (its `tag` identifies the process in tests).
   """
   from tensorflow_federated.python.core.impl.context_stack import context_stack_impl  # pylint: disable=g-import-not-at-top
 
+  command = None
+  if worker_binary is not None:
+    command = [check_worker_binary(worker_binary),
+               f'--max_concurrent_computation_calls={max_concurrent_computation_calls}']
   worker = LocalWorker(
       max_concurrent_computation_calls=max_concurrent_computation_calls,
       log_path=log_path,
       isolation=isolation,
+      command=command,
   )
   _live_workers.add(worker)
   previous = context_stack_impl.context_stack.current
@@ -402,6 +410,58 @@ def tff_runtime(
     worker.shutdown()
     _live_workers.discard(worker)
     context_stack_impl.context_stack.set_default_context(previous)
+
+
+def check_worker_binary(path: str, flag: str = '--worker_binary') -> str:
+  """The absolute path of a user-built executor binary; ExecutorError (one line)
+  unless it is an executable file."""
+  full = os.path.abspath(os.path.expanduser(path))
+  if not os.path.exists(full):
+    raise ExecutorError(f'{flag}={path}: no such file')
+  if not os.path.isfile(full):
+    raise ExecutorError(f'{flag}={path}: not a file')
+  if not os.access(full, os.X_OK):
+    raise ExecutorError(f'{flag}={path}: not executable (chmod +x)')
+  return full
+
+
+def visible_gpus() -> list[str]:
+  """GPUs of this machine: those TensorFlow sees, else those the NVIDIA driver
+  lists (/proc/driver/nvidia/gpus; TF without CUDA libraries sees none)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  found = [d.name for d in tf.config.list_physical_devices('GPU')]
+  if not found:
+    try:
+      found = [f'nvidia:{bus}' for bus in sorted(os.listdir('/proc/driver/nvidia/gpus'))]
+    except OSError:
+      pass
+  return found
+
+
+def gpu_notice(gpus: list[str], worker_binary: Optional[str],
+               stock_binary: Optional[str] = None) -> Optional[str]:
+  """One line when this machine has GPUs that client work cannot use, else None.
+
+  TFF 0.87's pip `worker_binary` is a CPU-only build, and every TFF
+  computation (client training included) runs in it: the GPUs stay idle unless
+  `--worker_binary` names an executor built with CUDA.
+
+  Args:
+    gpus: GPU names (`visible_gpus()`).
+    worker_binary: the --worker_binary flag (None: the wheel's binary).
+    stock_binary: the wheel's binary path (default `worker_binary_path()`), to
+      recognize --worker_binary pointing at it.
+  """
+  if not gpus:
+    return None
+  if worker_binary is not None:
+    stock = stock_binary or worker_binary_path()
+    if os.path.realpath(worker_binary) != os.path.realpath(stock):
+      return None
+  return (f'{len(gpus)} GPU(s) here ({", ".join(gpus[:4])}) stay unused: TFF 0.87\'s pip '
+          'worker_binary, which runs all client work, is a CPU-only build; --worker_binary=PATH '
+          'runs a TFF executor built from source with CUDA')
 
 
 def tagged_worker_pids(tag: Optional[str] = None) -> list[int]:
