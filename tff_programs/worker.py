@@ -156,7 +156,11 @@ def run(port: int, *, host: Optional[str] = None, tls_dir: Optional[str] = None,
     try:
       executor.get_stub()  # Starts it and waits until it answers.
     except runtime.ExecutorError as e:
-      message = f'worker: error: {e}'
+      reason = str(e).splitlines()[0]
+      if reason.startswith('--require_private_executor:'):  # The driver's flag; here:
+        reason = ('--executor_isolation=required:' + reason.split(':', 1)[1] +
+                  '; --executor_isolation=auto runs it so (only behind a firewall or NetworkPolicy)')
+      message = f'worker: error: {reason}'
       log.info(message)
       print(message, file=sys.stderr, flush=True)
       return EXIT_EXECUTOR_DIED

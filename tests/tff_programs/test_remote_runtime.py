@@ -499,3 +499,28 @@ def test_check_shared_file_says_which_workers_read_the_drivers_file(tff_context,
     assert missing[a].startswith('cannot read /proc/self/fd/900: ') and '\n' not in missing[a]
     assert re.fullmatch(r"/proc/self/cmdline differs from the driver's \(\d+ vs \d+ bytes\)",
                         differs[a]), differs[a]
+
+
+def test_measured_algorithm_adds_the_rounds_bytes_per_worker_to_its_row(tff_context, workers):
+  alg = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(personal_blocks=1, client_learning_rate=0.5))
+  state = alg.initialize(seed=1)
+  heads = {c: alg.initial_client_state(c, seed=1) for c in CLIENTS}
+  addresses = [w.address for w in workers[:2]]
+  with remote_runtime.workers_runtime(addresses) as pool:
+    measured = remote_runtime.MeasuredAlgorithm(alg, pool)
+    # Everything but `next` is the wrapped algorithm's.
+    assert measured.uses_client_states and measured.name == 'fedper'
+    assert isinstance(measured, base.FederatedAlgorithm)
+    assert measured.initial_client_state('a', 1)['trainable'][0].tolist() == (
+        heads['a']['trainable'][0].tolist())
+    before = pool.traffic()
+    out = measured.next(state, 1, CLIENTS, datasets(), heads)
+    traffic = pool.traffic_since(before)
+  plain = alg.next(state, 1, CLIENTS, datasets(), heads)  # Locally: the same row without bytes.
+  expected = collections.OrderedDict(plain.metrics)
+  expected.update(remote_runtime.traffic_columns(addresses, traffic))
+  assert out.metrics == expected
+  assert list(out.metrics)[-6:] == ['worker_sent_bytes', 'worker_received_bytes',
+                                    'worker0_sent_bytes', 'worker0_received_bytes',
+                                    'worker1_sent_bytes', 'worker1_received_bytes']
+  assert out.metrics['worker0_sent_bytes'] > out.metrics['worker1_sent_bytes'] > 0  # 3 vs 2 clients

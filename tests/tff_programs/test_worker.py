@@ -170,3 +170,14 @@ def test_a_user_built_executor_runs_instead_of_the_wheels(tmp_path):
   with pytest.raises(runtime.ExecutorError, match='--worker_binary=/nonexistent: no such file'):
     with runtime.tff_runtime(worker_binary='/nonexistent'):
       pass
+
+
+def test_without_network_namespaces_the_worker_refuses_unless_told_otherwise(tmp_path, monkeypatch):
+  monkeypatch.setenv('FEDSUITE_SANDBOX_NO_NAMESPACES', '1')  # The launcher's test hook.
+  result = run_cli('--port=0', f'--log_file={tmp_path}/w.log')
+  assert result.returncode == 1
+  assert result.stderr.strip() == (
+      'worker: error: --executor_isolation=required: no private network namespace on this '
+      'machine (FEDSUITE_SANDBOX_NO_NAMESPACES is set); the TFF executor would listen on every '
+      'interface; --executor_isolation=auto runs it so (only behind a firewall or NetworkPolicy)')
+  assert result.stdout == ''
