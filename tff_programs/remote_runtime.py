@@ -677,8 +677,8 @@ class WorkerPool(context_base.SyncContext):
         return
       worker.lost = reason
     left = sum(w.lost is None for w in self._workers)
-    self._log(f'worker {worker.address} lost ({reason}); its clients move to the '
-              f'{left} remaining worker(s)')
+    self._log(f'worker {worker.address} lost ({reason}); ' + (
+        f'its clients move to the {left} remaining worker(s)' if left else 'no worker remains'))
 
   def _before(self, plan: Plan, comp, p: _Partition) -> None:
     """Sends the partition's argument to its worker and runs `before` there."""

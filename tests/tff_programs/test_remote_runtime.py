@@ -250,6 +250,8 @@ def test_a_worker_killed_mid_round_moves_its_clients_then_losing_all_fails_in_on
       with pytest.raises(remote_runtime.WorkersLostError) as e:
         fedavg_round(alg, out2.state, 3)
       message = str(e.value)
+      assert lines[1].startswith(f'worker {procs[0].address} lost (')
+      assert lines[1].endswith('; no worker remains')
       assert '\n' not in message
       assert re.fullmatch(
           rf'every worker is lost: {re.escape(procs[0].address)} \(.+\); '
