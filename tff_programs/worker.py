@@ -13,8 +13,8 @@ reached only through its launcher's Unix socket. This program relays HOST:PORT
 to that socket (`worker_tls.Relay`):
 
 * without --worker_tls_dir only on a loopback address (the default
-  127.0.0.1): a driver on this machine; any local user can reach it, as with
-  the driver's own executor. Another --host is refused in one line.
+  127.0.0.1), for a driver on this machine run by the same user (connections
+  from other users' sockets are refused). Another --host is refused in one line.
 * with --worker_tls_dir (ca.pem, cert.pem, key.pem; `python -m
   tff_programs.worker_tls make-ca` makes a test CA) on --host (default
   0.0.0.0): mutual TLS; only clients with a certificate from that CA get in.
@@ -166,7 +166,7 @@ def run(port: int, *, host: Optional[str] = None, tls_dir: Optional[str] = None,
       return EXIT_EXECUTOR_DIED
     where = ('in a private network namespace' if executor.isolated else
              f'on port {executor.port} of every interface (no private network namespace)')
-    mode = 'mutual TLS' if tls else 'plaintext, this machine only'
+    mode = 'mutual TLS' if tls else f'plaintext, this machine and uid {os.getuid()} only'
 
     def describe(address: str) -> str:
       return (f'worker: serving {address} ({mode}); executor pid {executor.pid} {where}; '

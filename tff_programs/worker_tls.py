@@ -7,7 +7,10 @@ namespace and is reached only through its launcher's Unix socket
 (`executor_sandbox`). The relay accepts TCP connections on HOST:PORT and copies
 bytes both ways between each connection and that Unix socket:
 
-* Plaintext: only on a loopback address (the driver runs on this machine).
+* Plaintext: only on a loopback address (the driver runs on this machine),
+  and only for connections opened by this process's user (the owner of the
+  connecting socket, from /proc/self/net/tcp), like the executor's own 0600
+  Unix socket: other users of the machine are refused.
 * Mutual TLS (`--worker_tls_dir` holding ca.pem, cert.pem, key.pem): TLS 1.2+,
   the client must present a certificate signed by the CA and made for client
   authentication (OpenSSL checks the extended key usage), ALPN must select
@@ -271,6 +274,36 @@ def _reason(error: BaseException) -> str:
   return ' '.join(f'{text}: {detail}'.split()) if detail else ' '.join(str(text).split())
 
 
+def connecting_uid(proc_net_tcp: str, client_port: int, server_port: int) -> Optional[int]:
+  """The uid owning the client end (local port `client_port`, remote port
+  `server_port`) of a TCP connection in a /proc/net/tcp{,6} text, or None."""
+  for line in proc_net_tcp.splitlines()[1:]:
+    fields = line.split()
+    if len(fields) < 8:
+      continue
+    local, remote = fields[1].rsplit(':', 1)[1], fields[2].rsplit(':', 1)[1]
+    if int(local, 16) == client_port and int(remote, 16) == server_port:
+      return int(fields[7])
+  return None
+
+
+def _peer_uid(transport: asyncio.BaseTransport) -> Optional[int]:
+  """Who opened this loopback connection (its client socket's owner), or None."""
+  peer = transport.get_extra_info('peername')
+  ours = transport.get_extra_info('sockname')
+  if not (isinstance(peer, tuple) and isinstance(ours, tuple)):
+    return None
+  for name in ('tcp6', 'tcp') if ':' in peer[0] else ('tcp', 'tcp6'):
+    try:
+      with open(f'/proc/self/net/{name}') as f:
+        uid = connecting_uid(f.read(), peer[1], ours[1])
+    except OSError:
+      continue
+    if uid is not None:
+      return uid
+  return None
+
+
 class _Acceptor(asyncio.Protocol):
   """Accepts a TCP connection and hands it to a `_Connection`."""
 
@@ -280,6 +313,13 @@ class _Acceptor(asyncio.Protocol):
 
   def connection_made(self, transport):
     transport.pause_reading()  # Nothing is read before the handshake / the executor.
+    if self.relay.ssl_context is None and self.relay.same_user_only:
+      uid = _peer_uid(transport)
+      if uid != os.getuid():
+        self.relay.log(f'refused {_peer(transport)}: plaintext connections are for this '
+                       f"worker's user (uid {os.getuid()}) only, not uid {uid}")
+        transport.abort()
+        return
     self.relay.connections.add(self.connection)
     if self.relay.ssl_context is None:
       self.connection.client.connection_made(transport)
@@ -296,9 +336,18 @@ class Relay:
   """Serves HOST:PORT, relaying each connection to the Unix socket `upstream_path`."""
 
   def __init__(self, upstream_path: str, *, ssl_context: Optional[ssl.SSLContext] = None,
-               log: Callable[[str], None] = lambda line: None):
+               same_user_only: bool = True, log: Callable[[str], None] = lambda line: None):
+    """Args:
+      upstream_path: the executor's Unix socket.
+      ssl_context: mutual TLS (`server_context`); None: plaintext.
+      same_user_only: plaintext only: accept a (loopback) connection only from
+        a socket of this process's user, as the executor's 0600 Unix socket
+        does (the owner is read from /proc/self/net/tcp{,6}).
+      log: receives one line per accepted or refused connection.
+    """
     self.upstream_path = upstream_path
     self.ssl_context = ssl_context
+    self.same_user_only = same_user_only
     self.log = log
     self.connections: set[_Connection] = set()
     self.tasks: set[asyncio.Task] = set()

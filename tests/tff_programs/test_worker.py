@@ -2,6 +2,7 @@
 executor private, stops cleanly, reports a dead executor; GPU notice; binary checks."""
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -81,14 +82,52 @@ def test_serves_loopback_only_keeps_the_executor_private_and_stops_on_sigterm(tm
     w = remote_runtime.Worker(proc.address, remote_runtime.open_channel(proc.address))
     assert w.probe(10) is None
     w.close()
+    if os.geteuid() == 0:  # Another user of this machine is refused.
+      assert connect_as(65534, port) == b''
+      deadline = time.monotonic() + 10
+      while "not uid 65534" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+      assert re.search(r"refused 127\.0\.0\.1:\d+: plaintext connections are for this worker's "
+                       rf"user \(uid {os.getuid()}\) only, not uid 65534", log.read_text())
   finally:
     code = proc.stop(signal.SIGTERM)
   assert code == 0, ''.join(proc.stderr_lines)
   assert wait_gone(proc.executor_pid), 'the executor outlived its worker'
   text = log.read_text()
-  assert f'worker: serving {proc.address} (plaintext, this machine only)' in text
+  assert f'worker: serving {proc.address} (plaintext, this machine and uid {os.getuid()} only)' in text
   assert 'accepted 127.0.0.1:' in text
   assert text.rstrip().endswith('stopped')
+
+
+def connect_as(uid, port):
+  """What a process of user `uid` reads back after sending an HTTP/2 preface to port."""
+  script = ('import socket\n'
+            f's = socket.create_connection(("127.0.0.1", {port}), timeout=10)\n'
+            's.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + bytes(9))\n'
+            'data = b""\n'
+            'try:\n'
+            '  while True:\n'
+            '    chunk = s.recv(4096)\n'
+            '    if not chunk: break\n'
+            '    data += chunk\n'
+            'except OSError: pass\n'
+            'print(data.hex())\n')
+  result = subprocess.run(['/usr/bin/python3', '-I', '-c', script], user=uid, cwd='/',
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  return bytes.fromhex(result.stdout.strip())
+
+
+def test_connecting_uid_reads_the_client_sockets_owner():
+  text = (
+      '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n'
+      '   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1\n'
+      '   1: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 222 1\n'
+      '   2: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 333 1\n')
+  assert worker_tls.connecting_uid(text, client_port=0xD431, server_port=0x1F90) == 1000
+  assert worker_tls.connecting_uid(text, client_port=0x1F90, server_port=0xD431) == 0
+  assert worker_tls.connecting_uid(text, client_port=1, server_port=0x1F90) is None
 
 
 def test_a_dead_executor_stops_the_worker_with_exit_code_1(tmp_path):
