@@ -9,6 +9,7 @@ sent as-is.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
@@ -31,6 +32,31 @@ class TransmissionCost:
 
 
 ZERO_COST = TransmissionCost(0, 0)
+
+
+def traffic_row(upload: TransmissionCost, download: TransmissionCost, clients: int,
+                *, prefix: str = '') -> collections.OrderedDict:
+  """The traffic columns of a round's metrics row.
+
+  Args:
+    upload: what one client uploads in the round.
+    download: what one client receives in the round.
+    clients: how many clients took part.
+    prefix: prepended to every column name (e.g. 'fedavg_' for the cost another
+      algorithm would have had).
+
+  Returns:
+    OrderedDict(upload_params_per_client=upload.params,
+    upload_bytes=upload.bytes * clients, download_params=download.params,
+    download_bytes=download.bytes * clients): values per client, bytes of
+    the whole round (the run's totals in `summary.json` add the bytes up).
+  """
+  return collections.OrderedDict([
+      (f'{prefix}upload_params_per_client', upload.params),
+      (f'{prefix}upload_bytes', upload.bytes * clients),
+      (f'{prefix}download_params', download.params),
+      (f'{prefix}download_bytes', download.bytes * clients),
+  ])
 
 
 def dense_cost(

@@ -4,13 +4,18 @@
 becomes a `tff.learning.models.VariableModel` function. Loss is sparse categorical
 cross-entropy on logits, metric is accuracy; for sequence tasks a padding label is
 masked out of both (the FedAvg paper's Shakespeare accuracy ignores padding).
+
+It also holds the plain-structure view of a Keras model's weights used by
+algorithms that build their own TFF computations (FedGKT): `weights_of`,
+`weight_specs`, `assign_weights`, `snapshot_weights`, `weights_to_numpy`.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -116,3 +121,60 @@ def keras_weights_order(
   for var, value in zip(model.non_trainable_weights, weights.non_trainable):
     by_ref[var.ref()] = np.asarray(value)
   return [by_ref[v.ref()] for v in model.weights]
+
+
+# ---- Keras weights as plain structures -------------------------------------
+# Algorithms that run their own TFF computations on Keras models (FedGKT) carry
+# a model's weights as OrderedDict(trainable=[...], non_trainable=[...]), lists
+# in the model's `trainable_weights` / `non_trainable_weights` order: a fixed
+# TFF type, numpy in states and checkpoints.
+
+
+def weights_of(model: tf.keras.Model) -> collections.OrderedDict:
+  """OrderedDict(trainable, non_trainable) of the model's current values (numpy)."""
+  return collections.OrderedDict(
+      trainable=[v.numpy() for v in model.trainable_weights],
+      non_trainable=[v.numpy() for v in model.non_trainable_weights])
+
+
+def weight_specs(model: tf.keras.Model) -> collections.OrderedDict:
+  """OrderedDict(trainable, non_trainable) of the model's `tf.TensorSpec`s."""
+  spec = lambda v: tf.TensorSpec(v.shape, v.dtype)
+  return collections.OrderedDict(
+      trainable=[spec(v) for v in model.trainable_weights],
+      non_trainable=[spec(v) for v in model.non_trainable_weights])
+
+
+def assign_weights(model: tf.keras.Model, weights: Mapping[str, Sequence[Any]]) -> None:
+  """Assigns OrderedDict(trainable, non_trainable) values to the model's variables
+  (eagerly, or as ops inside a `tf.function`)."""
+  for v, w in zip(model.trainable_weights, weights['trainable']):
+    v.assign(w)
+  for v, w in zip(model.non_trainable_weights, weights['non_trainable']):
+    v.assign(w)
+
+
+def snapshot_weights(model: tf.keras.Model) -> collections.OrderedDict:
+  """OrderedDict(trainable, non_trainable) of tensors copying the variables' current
+  values (inside a `tf.function`: read after the ops that updated them)."""
+  return collections.OrderedDict(
+      trainable=[tf.identity(v) for v in model.trainable_weights],
+      non_trainable=[tf.identity(v) for v in model.non_trainable_weights])
+
+
+def weights_to_numpy(weights: Mapping[str, Sequence[Any]]) -> collections.OrderedDict:
+  """OrderedDict(trainable, non_trainable) with every value as a numpy array
+  (e.g. from a TFF computation's result)."""
+  return collections.OrderedDict(
+      trainable=[np.asarray(w) for w in weights['trainable']],
+      non_trainable=[np.asarray(w) for w in weights['non_trainable']])
+
+
+def pack_like(template: Any, value: Any) -> Any:
+  """`value`'s leaves (e.g. a TFF-returned structure) in `template`'s containers."""
+  return tf.nest.pack_sequence_as(template, tf.nest.flatten(value))
+
+
+def num_values(specs: Sequence[tf.TensorSpec]) -> int:
+  """Number of scalar values in tensors of these specs."""
+  return int(sum(math.prod(s.shape) for s in specs))
