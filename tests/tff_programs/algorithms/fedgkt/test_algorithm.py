@@ -18,10 +18,13 @@ import tensorflow as tf
 from datasets import federated as federated_lib
 from tff_programs import algorithms
 from tff_programs import experiment
+from tff_programs import model_adapter
 from tff_programs import sampling
 from tff_programs.algorithms import base
 from tff_programs.algorithms import fedgkt
-from tff_programs.algorithms import gkt_losses
+from tff_programs.algorithms.fedgkt import computations
+from tff_programs.algorithms.fedgkt import feature_store
+from tff_programs.algorithms.fedgkt import losses as gkt_losses
 
 C = 3
 SHAPE = (4, 4, 1)
@@ -175,19 +178,19 @@ def test_rounds_beyond_tffs_dataset_limit_spill_whatever_the_budget(tff_context,
   # TFF refuses datasets serialized above 100 MiB; in RAM they are constants.
   assert fedgkt.IN_CALL_LIMIT_BYTES < 100 * 2**20
   ten = alg._feature_bytes(10)  # pylint: disable=protected-access
-  monkeypatch.setattr(fedgkt, 'IN_CALL_LIMIT_BYTES', ten - 1)
+  monkeypatch.setattr(feature_store, 'IN_CALL_LIMIT_BYTES', ten - 1)
   assert alg.spills([5, 5]) and not alg.spills([5, 4])
 
 
 def eager_client(alg, cid, client_state, mask, lr=0.1):
   """The client phase's training, eagerly, on the same batches."""
   extractor, classifier, full = tiny_edge()
-  fedgkt._assign(full, client_state['edge'])  # pylint: disable=protected-access
+  model_adapter.assign_weights(full, client_state['edge'])
   train, _, _ = alg.client_inputs(cid, client_state, 1)
   for batch in train:
     gkt_losses.edge_train_step(extractor, classifier, lr, batch['x'], batch['y'], batch['z'],
                                mask, alpha=CONFIG.alpha, temperature=CONFIG.temperature)
-  return fedgkt._weights_of(full)  # pylint: disable=protected-access
+  return model_adapter.weights_of(full)
 
 
 def with_teacher(alg):
@@ -277,9 +280,9 @@ QUIET = dict(show_progress=False, log=lambda *a: None)
 
 @pytest.fixture
 def tiny_models(monkeypatch):
-  monkeypatch.setattr(fedgkt, 'default_edge_builder',
+  monkeypatch.setattr(computations, 'default_edge_builder',
                       lambda shape, classes, config: lambda: tiny_edge(shape, classes))
-  monkeypatch.setattr(fedgkt, 'default_server_builder',
+  monkeypatch.setattr(computations, 'default_server_builder',
                       lambda classes, config: lambda shape: tiny_server(shape, classes))
 
 
@@ -329,9 +332,9 @@ def test_both_learning_rates_used_follow_the_schedule(tff_context, tmp_path, mon
   same step with eta_s (CE only: kd_mode='server_to_edge', and the client has
   no teacher logits). Rates: 0.1 / 0.2, decay 0.5 from round 2.
   """
-  monkeypatch.setattr(fedgkt, 'default_edge_builder',
+  monkeypatch.setattr(computations, 'default_edge_builder',
                       lambda shape, classes, config: lambda: linear_edge(shape, classes))
-  monkeypatch.setattr(fedgkt, 'default_server_builder',
+  monkeypatch.setattr(computations, 'default_server_builder',
                       lambda classes, config: lambda shape: linear_server(shape, classes))
   cfg = experiment.ExperimentConfig(
       algorithm='fedgkt', dataset='synthetic', client_learning_rate=0.1,
@@ -377,7 +380,7 @@ def test_evaluation_averages_the_sampled_clients_on_the_central_test_set():
   alg.initialize(0)
   server = linear_server((2,))
   server.get_layer('s').set_weights([np.eye(2), np.zeros(2)])
-  state = collections.OrderedDict(model=fedgkt._weights_of(server))  # pylint: disable=protected-access
+  state = collections.OrderedDict(model=model_adapter.weights_of(server))
   swap = np.array([[0., 1.], [1., 0.]])
   states = {}
   for cid, e, bias in (('a', np.eye(2), [0., 10.]), ('b', swap, [0., 0.])):
@@ -385,7 +388,7 @@ def test_evaluation_averages_the_sampled_clients_on_the_central_test_set():
     full.get_layer('fe').set_weights([e])
     full.get_layer('fc').set_weights([np.eye(2), np.array(bias)])
     states[cid] = alg.initial_client_state(cid, 0)
-    states[cid]['edge'] = fedgkt._weights_of(full)  # pylint: disable=protected-access
+    states[cid]['edge'] = model_adapter.weights_of(full)
 
   def cross_entropy(logits, y):
     return np.mean(np.log(np.exp(logits).sum(1)) - logits[np.arange(len(y)), y])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tff_programs.algorithms import gkt_losses
+from tff_programs.algorithms.fedgkt import losses as gkt_losses
 
 LN3 = math.log(3.0)
 

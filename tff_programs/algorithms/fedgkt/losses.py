@@ -15,8 +15,8 @@ The train steps do one optimizer step on Keras models: plain SGD
 (`v -= lr * g`) when given a learning rate, or a `tff.learning.optimizers`
 optimizer (functional: its state goes in and comes out, e.g. Adam's moments)
 when given one with its state. They work eagerly and inside `tf.function` (the
-TFF computations of `tff_programs.algorithms.fedgkt` call them from their
-`tf.function` bodies).
+TFF computations of `fedgkt.computations` call them from their `tf.function`
+bodies).
 """
 
 from __future__ import annotations
