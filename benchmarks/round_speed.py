@@ -47,6 +47,7 @@ import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tff_programs import sections
 from tff_programs import quiet_tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 quiet_tf.silence_cpp_logs(sys.argv)
@@ -282,7 +283,7 @@ def main() -> None:
       result['tff_stock_seconds'] = med(times)
       print(f'tff_stock: {times}', flush=True)
       ours = lambda: fedavg.build_fedavg(base.Task(mnist_cnn, spec, 10),
-                                         fedavg.FedAvgConfig(client_learning_rate=LR))
+                                         sections.ClientTrainingOptions(client_learning_rate=LR), fedavg.FedAvgOptions())
       times = next_seconds(ours, datasets_e1, args.repeats)
       result['fedsuite_next_seconds'] = med(times)
       print(f'fedsuite_next: {times}', flush=True)

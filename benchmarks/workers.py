@@ -30,6 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tff_programs import sections
 from tff_programs import quiet_tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 quiet_tf.silence_cpp_logs(sys.argv)  # Before TensorFlow is imported.
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   counts = sorted({int(c) for c in args.workers.split(',') if c.strip()})
   task, datasets, description = workload(args.tiny, args.clients, args.per_client)
-  alg = fedavg.build_fedavg(task, fedavg.FedAvgConfig(client_learning_rate=LR))
+  alg = fedavg.build_fedavg(task, sections.ClientTrainingOptions(client_learning_rate=LR), fedavg.FedAvgOptions())
   results = []
   with runtime.tff_runtime():
     state = alg.initialize(seed=0)

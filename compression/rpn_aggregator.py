@@ -85,6 +85,12 @@ class RPNFactory(tff.aggregators.WeightedAggregationFactory):
     self.threshold = float(threshold)
     self._kinds = list(kinds) if kinds is not None else None
 
+  def for_tensors(self, indices: Sequence[int]) -> 'RPNFactory':
+    """The same RPN for a subset of the model's tensors (e.g. FedPer's base
+    layers): `kinds` narrowed to those positions."""
+    kinds = None if self._kinds is None else [self._kinds[i] for i in indices]
+    return RPNFactory(self._inner_spec, threshold=self.threshold, kinds=kinds)
+
   def kinds_for(self, shapes: Sequence[Sequence[int]]) -> list[str]:
     if self._kinds is None:
       return [rpn.infer_kind(s) for s in shapes]

@@ -67,7 +67,9 @@ class ClientArrayFiles:
 
   `get(client_id)` returns the two `ArrayFile`s; the files of a client are
   written the first time it is asked for (only sampled clients cost disk), and
-  reused afterwards. `close()` removes the folder.
+  reused afterwards. The folder itself is created at the first `get` (files an
+  interrupted run left there are removed then), so building this object
+  touches no disk; `close()` removes the folder.
   """
 
   def __init__(self, directory: str, arrays: Mapping[str, tuple[np.ndarray, np.ndarray]]):
@@ -75,9 +77,7 @@ class ClientArrayFiles:
     self._arrays = arrays
     self._files: dict[str, tuple[ArrayFile, ArrayFile]] = {}
     self._lock = threading.Lock()  # Next round's inputs are built in another thread.
-    if os.path.isdir(directory):  # Files of an earlier (interrupted) run of this folder.
-      shutil.rmtree(directory)
-    os.makedirs(directory)
+    self._created = False  # The folder is made (and stale files removed) at first use.
 
   def __contains__(self, client_id: object) -> bool:
     return client_id in self._arrays
@@ -88,6 +88,11 @@ class ClientArrayFiles:
   def get(self, client_id: str) -> tuple[ArrayFile, ArrayFile]:
     """The client's (x file, y file), writing them on first use (thread-safe)."""
     with self._lock:
+      if not self._created:
+        if os.path.isdir(self.directory):  # Files of an earlier (interrupted) run.
+          shutil.rmtree(self.directory)
+        os.makedirs(self.directory)
+        self._created = True
       if client_id not in self._files:
         x, y = self._arrays[client_id]
         stem = os.path.join(self.directory, _file_stem(client_id))
@@ -96,8 +101,11 @@ class ClientArrayFiles:
 
   def close(self) -> None:
     """Removes the files (idempotent)."""
-    self._files.clear()
-    shutil.rmtree(self.directory, ignore_errors=True)
+    with self._lock:
+      self._files.clear()
+      if self._created:
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self._created = False
 
   def __enter__(self) -> 'ClientArrayFiles':
     return self

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Mapping, Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -195,3 +195,47 @@ def _spread(accuracies: Sequence[float]) -> dict[str, float]:
       personalized_accuracy_min=float(a.min()),
       personalized_accuracy_max=float(a.max()),
   )
+
+
+def make_evaluate_fn(algorithm: Any, task: Any, data: Any, *, personalized: bool = True):
+  """(state, client_states) -> eval metrics with the same meaning for every algorithm.
+
+  `eval_loss`/`eval_accuracy` are always on the global (central) test set: the
+  global model's for FedAvg-like algorithms; for algorithms whose clients keep
+  their own model (FedPer) the average over clients of each client's model on
+  it, over the clients trained at least once (`eval_clients` of them; a
+  never-sampled client's personal layers are untrained). The per-client
+  `personalized_accuracy_*` columns score each model on its client's own test
+  split (FedPer's measure; for FedAvg the global model on every split).
+  Algorithms with their own evaluation (FedGKT) follow the same contract.
+  `personalized=False` skips the per-client columns of global-model algorithms.
+  Returns (evaluate, the `KerasEvaluator`).
+  """
+  evaluator = KerasEvaluator(task.model_builder, ignore_label=task.ignore_label,
+                             preprocess=task.preprocessing.eval_map)
+  x_test, y_test = data.central_test
+
+  def evaluate(state: Any, client_states: Mapping[str, Any]) -> Mapping[str, float]:
+    own = algorithm.evaluate(state, client_states, data)
+    if own is not None:
+      return own
+    if algorithm.uses_client_states:
+      trained = [cid for cid in data.client_ids if cid in client_states]
+      if not trained:
+        return {}
+      weights_of = lambda cid: algorithm.client_model_weights(state, client_states[cid])
+      if data.test_indices is not None:  # Own splits scored in the same pass.
+        return evaluator.mean_over_models(weights_of, trained, x_test, y_test, data.test_indices)
+      result = evaluator.mean_over_models(weights_of, trained, x_test, y_test)
+      if data.test_arrays:
+        result.update(evaluator.per_client(weights_of, {c: data.test_arrays[c] for c in trained}))
+      return result
+    weights = algorithm.model_weights(state)
+    if personalized and data.test_indices is not None:
+      return evaluator.central_and_clients(weights, x_test, y_test, data.test_indices)
+    result = evaluator.central(weights, x_test, y_test)
+    if personalized and data.test_arrays:
+      result.update(evaluator.per_client(None, data.test_arrays, shared_weights=weights))
+    return result
+
+  return evaluate, evaluator

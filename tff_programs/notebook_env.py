@@ -397,7 +397,7 @@ def _predict(run_dir: str, count: int) -> dict[str, list[int]]:
 
   from datasets import preprocessing  # pylint: disable=g-import-not-at-top
   from tff_programs import experiment  # pylint: disable=g-import-not-at-top
-  from tff_programs import export  # pylint: disable=g-import-not-at-top
+  from tff_programs import tflite_export  # pylint: disable=g-import-not-at-top
 
   with open(os.path.join(run_dir, 'config.json')) as f:
     saved = json.load(f)
@@ -411,7 +411,7 @@ def _predict(run_dir: str, count: int) -> dict[str, list[int]]:
   with open(os.path.join(run_dir, 'summary.json')) as f:
     tflite_name = os.path.basename(json.load(f)['export']['tflite_path'])
   with open(os.path.join(run_dir, tflite_name), 'rb') as f:
-    logits = export.tflite_predict(f.read(), x)
+    logits = tflite_export.tflite_predict(f.read(), x)
   return {'predicted': [int(c) for c in np.argmax(logits, axis=-1)],
           'true': [int(c) for c in y_test[:count]]}
 

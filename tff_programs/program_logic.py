@@ -2,7 +2,7 @@
 
     for round r = start+1 .. R:
       clients  = sample_clients(ids, m, seed, r)          (stateless, seeded)
-      datasets = make_client_dataset(id, r) for each       (seeded per round, client)
+      datasets = algorithm.client_datasets(clients, r)      (seeded per round, client)
       output   = algorithm.next(state, r, clients, datasets, their private states)
       divergence check: training loss, weights, client states finite
       metrics row (+ eval every `eval_every` rounds) -> metrics.csv + TensorBoard
@@ -97,7 +97,6 @@ class TrainingResult:
   summary: dict[str, Any]
 
 
-DatasetFn = Callable[[str, int], tf.data.Dataset]
 EvalFn = Callable[[Any, Mapping[str, Any]], Mapping[str, float]]
 
 
@@ -105,7 +104,6 @@ def run_training(
     *,
     algorithm: base.FederatedAlgorithm,
     client_ids: Sequence[str],
-    make_client_dataset: DatasetFn,
     evaluate: Optional[EvalFn],
     config: LoopConfig,
     outputs: run_outputs.RunOutputs,
@@ -119,7 +117,6 @@ def run_training(
   Args:
     algorithm: the federated algorithm.
     client_ids: all K client ids.
-    make_client_dataset: (client_id, round) -> the client's batched dataset.
     evaluate: (server_state, client_states) -> eval metrics, or None.
     config: loop settings.
     outputs: the run folder's writers.
@@ -157,7 +154,7 @@ def run_training(
   outputs.truncate_metrics(start_round)
   first_download = FirstDownloads(
       algorithm.initial_download_cost, client_ids, config, start_round)
-  inputs = RoundInputs(client_ids, make_client_dataset, config)
+  inputs = RoundInputs(client_ids, algorithm.client_datasets, config)
 
   last_done, last_saved = start_round, start_round
   committing = False  # True while the store holds part of a round: never checkpointed.
@@ -313,14 +310,16 @@ class RoundInputs:
 
   Building a client's `tf.data` pipeline costs the driver ~10-20 ms (tracing
   its functions); while round r runs in the TFF worker, the driver is idle,
-  so round r+1's datasets are built then, in one background thread. Both are
-  pure functions of (seed, round, client), so prefetching changes no result.
+  so round r+1's datasets (`algorithm.client_datasets`) are built then, in one
+  background thread. Both are pure functions of (seed, round, client), so
+  prefetching changes no result.
   """
 
-  def __init__(self, client_ids: Sequence[str], make_client_dataset: DatasetFn,
+  def __init__(self, client_ids: Sequence[str],
+               client_datasets: Callable[[Sequence[str], int], Sequence[Any]],
                config: LoopConfig):
     self._client_ids = client_ids
-    self._make = make_client_dataset
+    self._make = client_datasets
     self._config = config
     self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='round-inputs')
     self._pending: dict[int, concurrent.futures.Future] = {}
@@ -328,7 +327,7 @@ class RoundInputs:
   def _build(self, round_num: int) -> tuple[list[str], list[tf.data.Dataset]]:
     ids = sampling.sample_clients(self._client_ids, self._config.clients_per_round,
                                   seed=self._config.seed, round_num=round_num)
-    return ids, [self._make(cid, round_num) for cid in ids]
+    return ids, list(self._make(ids, round_num))
 
   def prepare(self, round_num: int) -> None:
     """Starts building round `round_num`'s inputs in the background."""

@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow_federated as tff
 
-from tff_programs.algorithms import base
+from tff_programs import schedule
 
 # Flags that may change when a run is resumed (they do not change its results
 # up to the checkpoint): everything else must match the saved config.
@@ -50,7 +50,7 @@ def schedules_agree(saved: Mapping[str, Any], config: Mapping[str, Any],
   --learning_rate_decay_from=<its last round>`.
   """
   def rates(cfg):
-    return [base.decayed_learning_rate(1.0, cfg['learning_rate_decay'],
+    return [schedule.decayed_learning_rate(1.0, cfg['learning_rate_decay'],
                                        cfg['learning_rate_decay_from'], r)
             for r in range(1, finished_rounds + 1)]
   return rates(saved) == rates(config)

@@ -31,8 +31,8 @@ def run(tmp_path, **overrides):
     ('rpn', 'quantized', POOLED, (4 + 4 + 10) * 4 + 640 + 8),
 ])
 def test_transmission_per_round_and_total(tmp_path, algorithm, aggregator, up_params, up_bytes_per_client):
-  summary, rows = run(tmp_path, algorithm=algorithm, aggregator=aggregator,
-                      quantization_threshold=500)
+  quantized = {'quantization_threshold': 500} if aggregator == 'quantized' else {}
+  summary, rows = run(tmp_path, algorithm=algorithm, aggregator=aggregator, **quantized)
   for row in rows:
     assert float(row['upload_params_per_client']) == up_params
     assert int(row['upload_bytes']) == 2 * up_bytes_per_client
@@ -49,7 +49,25 @@ def test_quantized_runs_are_reproducible(tmp_path, algorithm):
   # TFF's stochastic rounding is unseeded).
   untimed = lambda rows: [{k: v for k, v in r.items() if 'seconds' not in k} for r in rows]
   flags = dict(algorithm=algorithm, aggregator='quantized', quantization_threshold=0,
-               rpn_threshold=0.01)
+               **({'rpn_threshold': 0.01} if algorithm == 'rpn' else {}))
   _, rows_a = run(tmp_path / 'a', **flags)
   _, rows_b = run(tmp_path / 'b', **flags)
   assert len(rows_a) == 2 and untimed(rows_a) == untimed(rows_b)
+
+
+def test_rpn_aggregator_composes_with_quantization_and_fedper(tmp_path):
+  # --aggregator=rpn+quantized under FedAvg (n_k weights) sends what the RPN
+  # preset with the quantized aggregator sends; under FedPer, RPN pools only
+  # the base: tiny_cnn with its dense 'logits' block personal leaves the conv
+  # (pooled 36 -> 4) and its bias: 4 + 4 = 8 values per client.
+  quantized = dict(quantization_threshold=500)
+  _, stacked = run(tmp_path / 'a', algorithm='fedavg', aggregator='rpn+quantized', **quantized)
+  _, preset = run(tmp_path / 'b', algorithm='rpn', aggregator='quantized', rpn_weighting='num_examples',
+                  **quantized)
+  same = lambda rows: [{k: v for k, v in r.items() if 'seconds' not in k} for r in rows]
+  assert same(stacked) == same(preset)
+  _, rows = run(tmp_path / 'c', algorithm='fedper', aggregator='rpn', personal_blocks=1)
+  assert [float(r['upload_params_per_client']) for r in rows] == [8.0, 8.0]
+  assert [int(r['download_params']) for r in rows] == [8, 8]
+  # Each client downloads the full base (36 + 4 values) once, before its first round.
+  assert int(rows[0]['initial_download_bytes']) == 2 * 40 * 4

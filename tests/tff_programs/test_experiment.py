@@ -22,14 +22,25 @@ DIGITS = dict(dataset='digits', model='tiny_mlp', partition='iid', num_clients=4
 
 
 @pytest.mark.parametrize('overrides, message', [
-    ({'algorithm': 'fedper', 'client_momentum': 0.9}, '--client_momentum=0.9: --algorithm=fedper does not use it'),
-    ({'algorithm': 'fedper', 'server_learning_rate': 2.0}, '--server_learning_rate=2.0: --algorithm=fedper does not use it'),
+    ({'algorithm': 'fedper', 'client_momentum': 0.9},
+     '--client_momentum=0.9: --algorithm=fedper --aggregator=mean does not use it (used by --algorithm=fedavg, --algorithm=rpn); leave it at 0.0'),
+    ({'algorithm': 'fedper', 'server_learning_rate': 2.0},
+     '--server_learning_rate=2.0: --algorithm=fedper --aggregator=mean does not use it (used by --algorithm=fedavg, --algorithm=fedsgd, --algorithm=rpn, --algorithm=fedprox)'),
     ({'algorithm': 'fedgkt', 'client_momentum': 0.5}, '--client_momentum=0.5: --algorithm=fedgkt does not use it'),
-    ({'algorithm': 'fedgkt', 'server_learning_rate': 0.1}, '--server_learning_rate=0.1: --algorithm=fedgkt does not use it (its server model uses --gkt_server_learning_rate)'),
-    ({'algorithm': 'fedsgd', 'local_epochs': 1, 'client_momentum': 0.9}, '--client_momentum=0.9: --algorithm=fedsgd does not use it'),
-    ({'algorithm': 'rpn', 'client_weighting': 'uniform'}, '--client_weighting=uniform: --algorithm=rpn does not use it (it weights clients by --rpn_weighting)'),
+    ({'algorithm': 'fedgkt', 'server_learning_rate': 0.1}, '--server_learning_rate=0.1: --algorithm=fedgkt does not use it'),
+    ({'algorithm': 'fedgkt', 'model': 'resnet8'}, "--model=resnet8: --algorithm=fedgkt does not use it"),
+    ({'algorithm': 'fedsgd', 'local_epochs': 1, 'client_momentum': 0.9}, '--client_momentum=0.9: --algorithm=fedsgd --aggregator=mean does not use it'),
+    ({'algorithm': 'fedsgd', 'local_epochs': 1, 'client_weighting': 'uniform'}, '--client_weighting=uniform: --algorithm=fedsgd --aggregator=mean does not use it'),
+    ({'algorithm': 'fedsgd', 'local_epochs': 5}, '--local_epochs=5: fedsgd takes one gradient per round (E=1)'),
+    ({'algorithm': 'rpn', 'client_weighting': 'uniform'}, '--client_weighting=uniform: --algorithm=rpn --aggregator=mean does not use it'),
+    ({'quantization_bits': 4}, '--quantization_bits=4: --algorithm=fedavg --aggregator=mean does not use it (used by --aggregator=quantized)'),
+    ({'aggregator': 'quantized', 'quantization_bits': 40}, '--quantization_bits=40: must be in [1, 16]'),
+    ({'aggregator': 'rpn+mean'}, "--aggregator='rpn+mean': each aggregator at most once; mean alone"),
+    ({'aggregator': 'zip'}, "--aggregator='zip': unknown 'zip'; allowed: mean, quantized, rpn"),
+    ({'algorithm': 'fedgkt', 'aggregator': 'quantized'}, "--aggregator='quantized': fedgkt exchanges features"),
     ({'target_metric': 'train_accuracy'}, "--target_metric='train_accuracy': unknown; allowed: eval_accuracy, personalized_accuracy_mean"),
     ({'min_role_lines': 3}, '--min_role_lines=3: only --dataset=shakespeare'),
+    ({'worker_tls_dir': '/x'}, '--worker_tls_dir=/x: only with --workers'),
 ])
 def test_ignored_or_unknown_settings_are_refused_in_one_line(overrides, message):
   with pytest.raises(experiment.ConfigError) as raised:
@@ -101,8 +112,7 @@ def test_personal_models_are_averaged_over_trained_clients_on_the_global_test_se
       central_test=(x, y), label_histogram=np.ones((3, 2), np.int64), num_classes=2,
       input_shape=(1,))
   task = base.Task(linear_model, {}, 2)
-  evaluate, _ = experiment.make_evaluate_fn(experiment.ExperimentConfig(), data, task,
-                                            PersonalAlgorithm())
+  evaluate, _ = evaluation.make_evaluate_fn(PersonalAlgorithm(), task, data)
   result = evaluate({}, {'c0': np.float32(1.0), 'c1': np.float32(-1.0)})
   assert result['eval_clients'] == 2
   assert result['eval_accuracy'] == pytest.approx(0.5)  # mean of 0 and 1
@@ -143,9 +153,9 @@ def test_fedper_exports_no_client_by_default_and_says_so(tmp_path):
 
 
 def test_a_tflite_accuracy_gap_is_one_line_not_an_error(tmp_path, monkeypatch):
-  from tff_programs import export
+  from tff_programs import tflite_export
   # A TFLite model that always answers class 0 disagrees with Keras.
-  monkeypatch.setattr(export, 'tflite_predict',
+  monkeypatch.setattr(tflite_export, 'tflite_predict',
                       lambda model, x, **kw: np.tile(np.eye(10)[0], (len(x), 1)))
   lines = []
   cfg = experiment.ExperimentConfig(**dict(DIGITS, local_epochs=3), output_dir=str(tmp_path))

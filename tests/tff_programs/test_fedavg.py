@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tff_programs import sections
 from tff_programs.algorithms import base
 from tff_programs.algorithms import fedavg
 
@@ -44,15 +45,28 @@ def dataset(x, y, batch):
   return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y)).batch(batch)
 
 
+def cfg(**kwargs):
+  """(client training options, the algorithm's own option values) from flag-like kwargs."""
+  fields = sections.ClientTrainingOptions.__dataclass_fields__
+  training = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
+  return sections.ClientTrainingOptions(**training), kwargs
+
+
+def build(builder, task, config):
+  training, own = config
+  options_class = fedavg.FedSGDOptions if builder is fedavg.build_fedsgd else fedavg.FedAvgOptions
+  return builder(task, training, options_class(**own))
+
+
 def run_round(builder, config, datasets):
-  algorithm = builder(TASK, config)
+  algorithm = build(builder, TASK, config)
   state = algorithm.initialize(seed=0)
   output = algorithm.next(state, 1, ['a', 'b'], datasets, {})
   return algorithm, output
 
 
 def test_type_signature(tff_context):
-  algorithm = fedavg.build_fedavg(TASK, fedavg.FedAvgConfig())
+  algorithm = build(fedavg.build_fedavg, TASK, cfg())
   signature = str(algorithm.process.next.type_signature)
   assert '{<x=float32[?,2],y=int64[?]>*}@CLIENTS' in signature
   assert '<trainable=<float32[2,2],float32[2]>' in signature
@@ -61,7 +75,7 @@ def test_type_signature(tff_context):
 
 def test_fedavg_one_full_batch_step_is_example_weighted_average(tff_context):
   _, output = run_round(
-      fedavg.build_fedavg, fedavg.FedAvgConfig(client_learning_rate=ETA),
+      fedavg.build_fedavg, cfg(client_learning_rate=ETA),
       [dataset(*CLIENT_A, 100), dataset(*CLIENT_B, 100)])
   (ga_w, ga_b), (gb_w, gb_b) = grad_at_zero(*CLIENT_A), grad_at_zero(*CLIENT_B)
   expected_w = -ETA * (2 * ga_w + 3 * gb_w) / 5
@@ -78,7 +92,7 @@ def test_fedavg_one_full_batch_step_is_example_weighted_average(tff_context):
 def test_uniform_weighting_is_plain_mean(tff_context):
   _, output = run_round(
       fedavg.build_fedavg,
-      fedavg.FedAvgConfig(client_learning_rate=ETA, client_weighting='uniform'),
+      cfg(client_learning_rate=ETA, client_weighting='uniform'),
       [dataset(*CLIENT_A, 100), dataset(*CLIENT_B, 100)])
   (ga_w, _), (gb_w, _) = grad_at_zero(*CLIENT_A), grad_at_zero(*CLIENT_B)
   np.testing.assert_allclose(output.state.global_model_weights.trainable[0],
@@ -89,7 +103,7 @@ def test_fedsgd_equals_one_full_batch_gradient_step_of_weighted_average(tff_cont
   # FedSGD's clients see B=2 minibatches; the gradient is still over the whole
   # client set, and the server step is -eta * sum_k n_k/n g_k = -eta * g(all data).
   _, output = run_round(
-      fedavg.build_fedsgd, fedavg.FedAvgConfig(client_learning_rate=ETA),
+      fedavg.build_fedsgd, cfg(client_learning_rate=ETA),
       [dataset(*CLIENT_A, 2), dataset(*CLIENT_B, 2)])
   x = np.concatenate([CLIENT_A[0], CLIENT_B[0]])
   y = np.concatenate([CLIENT_A[1], CLIENT_B[1]])
@@ -102,7 +116,7 @@ def test_fedsgd_equals_one_full_batch_gradient_step_of_weighted_average(tff_cont
 def test_fedavg_multiple_local_steps_match_numpy_sgd(tff_context):
   # B=1, E=2 on client A only: four sequential SGD steps, replayed in numpy.
   _, output = run_round(
-      fedavg.build_fedavg, fedavg.FedAvgConfig(client_learning_rate=ETA),
+      fedavg.build_fedavg, cfg(client_learning_rate=ETA),
       [dataset(*CLIENT_A, 1).repeat(2)])
   w, b = np.zeros([2, 2]), np.zeros([2])
   for _ in range(2):
@@ -116,8 +130,7 @@ def test_fedavg_multiple_local_steps_match_numpy_sgd(tff_context):
 
 
 def test_learning_rate_decays_per_round(tff_context):
-  algorithm = fedavg.build_fedavg(
-      TASK, fedavg.FedAvgConfig(client_learning_rate=0.1, learning_rate_decay=0.5))
+  algorithm = build(fedavg.build_fedavg, TASK, cfg(client_learning_rate=0.1, learning_rate_decay=0.5))
   state = algorithm.initialize(0)
   out = algorithm.next(state, 3, ['a'], [dataset(*CLIENT_A, 2)], {})
   assert out.metrics['learning_rate'] == pytest.approx(0.025)
@@ -129,14 +142,14 @@ def test_initialization_is_seeded(tff_context):
     inputs = tf.keras.Input([2])
     return tf.keras.Model(inputs, tf.keras.layers.Dense(3)(inputs))
   task = base.Task(random_model, TASK.element_spec, 3)
-  algorithm = fedavg.build_fedavg(task, fedavg.FedAvgConfig())
+  algorithm = build(fedavg.build_fedavg, task, cfg())
   a, b, c = (algorithm.model_weights(algorithm.initialize(s)) for s in (7, 7, 8))
   np.testing.assert_array_equal(a[0], b[0])
   assert not np.array_equal(a[0], c[0])
 
 
 def test_dense_communication_accounting(tff_context):
-  algorithm = fedavg.build_fedavg(TASK, fedavg.FedAvgConfig())
+  algorithm = build(fedavg.build_fedavg, TASK, cfg())
   out = algorithm.next(algorithm.initialize(0), 1, ['a', 'b'],
                        [dataset(*CLIENT_A, 2), dataset(*CLIENT_B, 2)], {})
   assert out.metrics['upload_params_per_client'] == 6  # 2x2 kernel + 2 bias
@@ -150,7 +163,7 @@ def test_a_client_with_a_non_finite_update_is_counted_as_dropped(tff_context, bu
   # TFF drops it (weight 0); the round equals client A alone, and says so.
   bad_x = CLIENT_B[0].copy()
   bad_x[0, 0] = np.inf
-  config = fedavg.FedAvgConfig(client_learning_rate=ETA)
+  config = cfg(client_learning_rate=ETA)
   algorithm, output = run_round(builder, config, [dataset(*CLIENT_A, 2), dataset(bad_x, CLIENT_B[1], 3)])
   assert output.metrics['non_finite_clients'] == 1
   if builder is fedavg.build_fedavg:  # TFF's FedAvg also resets the dropped client's metrics;
@@ -168,6 +181,6 @@ def test_a_client_with_a_non_finite_update_is_counted_as_dropped(tff_context, bu
 
 
 def test_clients_with_finite_updates_are_not_counted(tff_context):
-  _, output = run_round(fedavg.build_fedavg, fedavg.FedAvgConfig(client_learning_rate=ETA),
+  _, output = run_round(fedavg.build_fedavg, cfg(client_learning_rate=ETA),
                         [dataset(*CLIENT_A, 2), dataset(*CLIENT_B, 3)])
   assert output.metrics['non_finite_clients'] == 0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tff_programs import algorithms
+from tff_programs import sections
 from tff_programs import experiment
 from tff_programs.algorithms import base
 from tff_programs.algorithms import fedavg
@@ -50,10 +50,9 @@ def flags(**overrides):
     ('uniform', {'a': 1 / 2, 'b': 1 / 2}),
 ])
 def test_statistics_are_weighted_averages_and_trainables_match_tff(tff_context, weighting, gamma):
-  ours = algorithms.ALGORITHMS['fedavg'](TASK, flags(client_weighting=weighting), None)
+  ours = experiment.build_algorithm(flags(client_weighting=weighting, algorithm='fedavg'), TASK)
   assert isinstance(ours, fedavg_stats.FedAvgWithStatistics) and not ours.uses_client_states
-  tff_avg = fedavg.build_fedavg(TASK, fedavg.FedAvgConfig(client_learning_rate=LR,
-                                                          client_weighting=weighting))
+  tff_avg = fedavg.build_tff_fedavg(TASK, sections.ClientTrainingOptions(client_learning_rate=LR), fedavg.FedAvgOptions(client_weighting=weighting))
   s_ours, s_tff = ours.initialize(3), tff_avg.initialize(3)
   w_init = ours.model_weights(s_ours)  # Keras order: W1, b1, gamma, beta, mean, var, W2, b2
   out = ours.next(s_ours, 1, ['a', 'b'], [dataset('a'), dataset('b')], {})
@@ -83,7 +82,7 @@ def test_models_without_statistics_keep_tffs_fedavg():
   def plain():
     inputs = tf.keras.Input([2])
     return tf.keras.Model(inputs, tf.keras.layers.Dense(2)(inputs))
-  algorithm = algorithms.ALGORITHMS['fedavg'](base.Task(plain, SPEC, 2), flags(), None)
+  algorithm = experiment.build_algorithm(flags(algorithm='fedavg'), base.Task(plain, SPEC, 2))
   assert isinstance(algorithm, fedavg.LearningProcessAlgorithm)
 
 
@@ -93,12 +92,12 @@ def test_models_without_statistics_keep_tffs_fedavg():
 ])
 def test_unsupported_settings_are_one_line_errors(override, message):
   with pytest.raises(fedavg_stats.StatisticsError) as err:
-    algorithms.ALGORITHMS['fedavg'](TASK, flags(**override), None)
+    experiment.build_algorithm(flags(**override, algorithm='fedavg'), TASK)
   assert str(err.value).startswith(message) and '\n' not in str(err.value)
 
 
 def test_rpn_on_a_batch_norm_model_averages_statistics_too(tff_context):
-  algorithm = algorithms.ALGORITHMS['rpn'](TASK, flags(), None)
+  algorithm = experiment.build_algorithm(flags(algorithm='rpn'), TASK)
   assert isinstance(algorithm, fedavg_stats.FedAvgWithStatistics) and algorithm.name == 'rpn'
   state = algorithm.initialize(0)
   out = algorithm.next(state, 1, ['a', 'b'], [dataset('a'), dataset('b')], {})
@@ -112,13 +111,13 @@ def test_tffs_frozen_statistics_warning_is_silenced_only_where_they_are_averaged
       warnings.simplefilter('always')
       build()
     return [w for w in caught if 'Batch Normalization contains' in str(w.message)]
-  assert not bn_warnings(lambda: algorithms.ALGORITHMS['fedavg'](TASK, flags(), None))
-  assert bn_warnings(lambda: fedavg.build_fedavg(TASK, fedavg.FedAvgConfig()))
+  assert not bn_warnings(lambda: experiment.build_algorithm(flags(algorithm='fedavg'), TASK))
+  assert bn_warnings(lambda: fedavg.build_tff_fedavg(TASK, sections.ClientTrainingOptions(), fedavg.FedAvgOptions()))
 
 
 def test_non_finite_clients_counts_clients_with_nan_or_inf_updates(tff_context):
   """Client c has an inf input: NaN batch statistics, loss and delta; a stays finite."""
-  algorithm = algorithms.ALGORITHMS['fedavg'](TASK, flags(), None)
+  algorithm = experiment.build_algorithm(flags(algorithm='fedavg'), TASK)
   bad = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
       x=np.array([[np.inf, 1.], [0., 1.]], np.float32), y=np.array([0, 1], np.int64))).batch(100)
   state = algorithm.initialize(0)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tff_programs import sections
 from tff_programs import client_states as client_states_lib
 from tff_programs import experiment
 from tff_programs import sampling
@@ -59,7 +60,7 @@ def test_weight_split_round_trips_and_picks_the_head():
 
 
 def test_server_averages_base_only_and_heads_stay_private(tff_context):
-  algorithm = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(personal_blocks=1, client_learning_rate=LR))
+  algorithm = fedper.FedPerAlgorithm(TASK, sections.ClientTrainingOptions(client_learning_rate=LR), fedper.FedPerOptions(personal_blocks=1))
   state = algorithm.initialize(seed=1)
   heads = {c: algorithm.initial_client_state(c, seed=1) for c in DATA}
   assert not np.array_equal(heads['a']['trainable'][0], heads['b']['trainable'][0]), 'heads are per client'
@@ -83,9 +84,9 @@ def test_server_averages_base_only_and_heads_stay_private(tff_context):
 
 
 def test_personal_blocks_zero_matches_fedavg(tff_context):
-  config = fedper.FedPerConfig(personal_blocks=0, client_learning_rate=LR, local_epochs=2)
-  per = fedper.FedPerAlgorithm(TASK, config)
-  avg = fedavg.build_fedavg(TASK, fedavg.FedAvgConfig(client_learning_rate=LR))
+  config = sections.ClientTrainingOptions(client_learning_rate=LR, local_epochs=2), fedper.FedPerOptions(personal_blocks=0)
+  per = fedper.FedPerAlgorithm(TASK, *config)
+  avg = fedavg.build_fedavg(TASK, sections.ClientTrainingOptions(client_learning_rate=LR), fedavg.FedAvgOptions())
   per_state, avg_state = per.initialize(4), avg.initialize(4)
   empty = {c: per.initial_client_state(c, 4) for c in DATA}
   for r in (1, 2):
@@ -103,8 +104,8 @@ def test_finetune_runs_one_head_only_epoch_then_normal_training(tff_context):
   SGD step per batch of the first epoch (a0, a1) on the head alone, the base
   frozen; then the normal E = 2 epochs (4 steps) train base and head.
   """
-  config = fedper.FedPerConfig(client_learning_rate=LR, local_epochs=2, finetune_personal=True)
-  tuned = fedper.FedPerAlgorithm(TASK, config)
+  config = sections.ClientTrainingOptions(client_learning_rate=LR, local_epochs=2), fedper.FedPerOptions(fedper_finetune=True)
+  tuned = fedper.FedPerAlgorithm(TASK, *config)
   state = tuned.initialize(0)
   head = tuned.initial_client_state('a', 0)
   w1, b1 = state['model']['base']['trainable']
@@ -152,7 +153,7 @@ def test_non_finite_clients_counts_clients_with_nan_or_inf_updates(tff_context):
   for cid in ('c', 'd'):
     datasets[cid] = tf.data.Dataset.from_tensor_slices(
         collections.OrderedDict(x=bad[0], y=bad[1])).batch(100)
-  algorithm = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(client_learning_rate=LR))
+  algorithm = fedper.FedPerAlgorithm(TASK, sections.ClientTrainingOptions(client_learning_rate=LR), fedper.FedPerOptions())
   state = algorithm.initialize(0)
   ids = ['a', 'c', 'b', 'd']
   heads = {c: algorithm.initial_client_state(c, 0) for c in ids}
@@ -173,7 +174,7 @@ def test_non_finite_clients_counts_overflowed_updates_behind_a_finite_loss(tff_c
   W1 moves by 6e38 = inf. q, x = (0, 0): W1 keeps 0; b1 and b2 move by 1.5e38,
   finite. Only p counts.
   """
-  algorithm = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(client_learning_rate=3e38))
+  algorithm = fedper.FedPerAlgorithm(TASK, sections.ClientTrainingOptions(client_learning_rate=3e38), fedper.FedPerOptions())
   state = algorithm.initialize(0)
   state['model']['base']['trainable'] = [np.zeros((2, 2), np.float32), np.zeros(2, np.float32)]
   head = collections.OrderedDict(trainable=[np.eye(2, dtype=np.float32), np.zeros(2, np.float32)],

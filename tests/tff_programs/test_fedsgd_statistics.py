@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tff_programs import algorithms
+from tff_programs import sections
 from tff_programs import experiment
 from tff_programs.algorithms import base
 from tff_programs.algorithms import fedavg
@@ -42,10 +42,9 @@ def config(**overrides):
 
 
 def test_fedsgd_averages_statistics_and_takes_the_fedsgd_step(tff_context):
-  ours = algorithms.ALGORITHMS['fedsgd'](TASK, config(), None)
+  ours = experiment.build_algorithm(config(algorithm='fedsgd'), TASK)
   assert isinstance(ours, fedavg_stats.FedAvgWithStatistics) and ours.name == 'fedsgd'
-  stock = fedavg.build_fedsgd(TASK, fedavg.FedAvgConfig(client_learning_rate=ETA,
-                                                        server_learning_rate=SERVER_LR))
+  stock = fedavg.build_tff_fedsgd(TASK, sections.ClientTrainingOptions(client_learning_rate=ETA), fedavg.FedSGDOptions(server_learning_rate=SERVER_LR))
   s_ours, s_stock = ours.initialize(3), stock.initialize(3)
   w0 = ours.model_weights(s_ours)  # Keras order: W1, b1, gamma, beta, mean, var, W2, b2
   out = ours.next(s_ours, 1, ['a', 'b'], [dataset('a'), dataset('b')], {})
@@ -72,15 +71,14 @@ def test_fedsgd_averages_statistics_and_takes_the_fedsgd_step(tff_context):
 
 @pytest.mark.parametrize('overrides, message', [
     ({'batch_size': 10}, "--batch_size=10: fedsgd on a model with batch-norm statistics"),
-    ({'client_weighting': 'uniform'}, '--client_weighting=uniform: fedsgd weights clients by num_examples'),
 ])
 def test_fedsgd_on_statistics_refuses_what_it_cannot_honour(tff_context, overrides, message):
   with pytest.raises(fedavg_stats.StatisticsError, match=message):
-    algorithms.ALGORITHMS['fedsgd'](TASK, config(**overrides), None)
+    experiment.build_algorithm(config(**overrides, algorithm='fedsgd'), TASK)
 
 
 def test_fedsgd_without_statistics_is_tffs():
   plain = base.Task(lambda: tf.keras.Sequential([tf.keras.Input([2]), tf.keras.layers.Dense(2)]),
                     SPEC, 2)
-  algorithm = algorithms.ALGORITHMS['fedsgd'](plain, config(batch_size=10), None)
+  algorithm = experiment.build_algorithm(config(batch_size=10, algorithm='fedsgd'), plain)
   assert isinstance(algorithm, fedavg.LearningProcessAlgorithm)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tff_programs import algorithms
 from tff_programs import experiment
 from tff_programs import run_outputs
 from tff_programs.algorithms import base
@@ -109,7 +108,7 @@ def test_fedper_uses_the_scheduled_rate(tff_context, tmp_path):
       output_dir=str(tmp_path))
   spec = collections.OrderedDict(x=tf.TensorSpec([None, 2], tf.float32),
                                  y=tf.TensorSpec([None], tf.int64))
-  algorithm = algorithms.ALGORITHMS['fedper'](base.Task(identity_mlp, spec, 2), cfg, None)
+  algorithm = experiment.build_algorithm(cfg, base.Task(identity_mlp, spec, 2))
   data = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
       x=np.array([[1., 1.]], np.float32), y=np.array([0], np.int64))).batch(1)
   kernel_grad = np.array([[-0.5, 0.5], [-0.5, 0.5]])

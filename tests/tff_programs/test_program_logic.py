@@ -57,6 +57,9 @@ class FakeAlgorithm(base.FederatedAlgorithm):
   def model_weights(self, state):
     return [state['w']]
 
+  def client_datasets(self, client_ids, round_num):
+    return [dataset_fn(cid, round_num) for cid in client_ids]
+
   def initial_client_state(self, client_id, seed):
     return {'visits': np.int64(0), 'head': np.float32(0.0)}
 
@@ -79,7 +82,7 @@ def run(tmp_path, *, rounds, algorithm, resume=False, checkpoint_every=2, evalua
       seed=1, target_accuracy=0.5,
   )
   return program_logic.run_training(
-      algorithm=algorithm, client_ids=IDS, make_client_dataset=dataset_fn, evaluate=evaluate,
+      algorithm=algorithm, client_ids=IDS, evaluate=evaluate,
       config=config, outputs=outputs,
       checkpoints=checkpointing.CheckpointManager(outputs.checkpoint_dir),
       resume=resume, show_progress=False,
@@ -167,7 +170,7 @@ def test_stop_at_target_ends_the_run_and_says_so(tmp_path):
                                     checkpoint_every=10, seed=1, target_accuracy=0.5,
                                     stop_at_target=True)
   result = program_logic.run_training(
-      algorithm=FakeAlgorithm(), client_ids=IDS, make_client_dataset=dataset_fn,
+      algorithm=FakeAlgorithm(), client_ids=IDS,
       evaluate=evaluate, config=config, outputs=outputs,
       checkpoints=checkpointing.CheckpointManager(outputs.checkpoint_dir), show_progress=False)
   rows = read_rows(tmp_path)
@@ -331,7 +334,7 @@ def test_target_metric_selects_the_column_for_rounds_to_target(tmp_path):
                                     target_accuracy=0.5, stop_at_target=True,
                                     target_metric='personalized_accuracy_mean')
   result = program_logic.run_training(
-      algorithm=FakeAlgorithm(), client_ids=IDS, make_client_dataset=dataset_fn,
+      algorithm=FakeAlgorithm(), client_ids=IDS,
       evaluate=personalized, config=config, outputs=outputs,
       checkpoints=checkpointing.CheckpointManager(outputs.checkpoint_dir), show_progress=False)
   assert result.last_round == 1 and result.summary['stopped_at_target']
@@ -355,11 +358,11 @@ def test_interrupts_are_deferred_to_the_end_of_a_commit():
 def test_next_rounds_datasets_are_built_while_this_round_runs(tmp_path):
   events = []
 
-  def recording_dataset_fn(client_id, round_num):
-    events.append(('dataset', round_num))
-    return dataset_fn(client_id, round_num)
-
   class Recording(FakeAlgorithm):
+    def client_datasets(self, client_ids, round_num):
+      events.extend(('dataset', round_num) for _ in client_ids)
+      return super().client_datasets(client_ids, round_num)
+
     def next(self, state, round_num, *args):
       import time as time_lib
       time_lib.sleep(0.2)  # The round "runs in the worker".
@@ -368,7 +371,7 @@ def test_next_rounds_datasets_are_built_while_this_round_runs(tmp_path):
 
   outputs = run_outputs.RunOutputs(str(tmp_path))
   program_logic.run_training(
-      algorithm=Recording(), client_ids=IDS, make_client_dataset=recording_dataset_fn,
+      algorithm=Recording(), client_ids=IDS,
       evaluate=None, config=program_logic.LoopConfig(rounds=3, clients_per_round=3, seed=1),
       outputs=outputs, checkpoints=checkpointing.CheckpointManager(outputs.checkpoint_dir),
       show_progress=False)

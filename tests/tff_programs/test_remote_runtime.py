@@ -17,8 +17,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from compression import registry as aggregator_registry
-from tff_programs import algorithms
+from datasets import client_source
+from datasets import preprocessing
+from tff_programs import sections
 from tff_programs import experiment
 from tff_programs import remote_runtime
 from tff_programs import worker as worker_lib
@@ -98,7 +99,7 @@ def workers():
 
 
 def test_fedavg_round_on_two_and_three_workers_equals_the_local_round(tff_context, workers):
-  alg = fedavg.build_fedavg(TASK, fedavg.FedAvgConfig(client_learning_rate=0.5))
+  alg = fedavg.build_fedavg(TASK, sections.ClientTrainingOptions(client_learning_rate=0.5), fedavg.FedAvgOptions())
   state = alg.initialize(seed=3)
   local = fedavg_round(alg, state)
   for n in (2, 3):
@@ -131,7 +132,7 @@ def test_fedavg_round_on_two_and_three_workers_equals_the_local_round(tff_contex
 
 def test_fedper_round_on_three_workers_equals_local_and_states_stay_with_their_clients(
     tff_context, workers):
-  alg = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(personal_blocks=1, client_learning_rate=0.5))
+  alg = fedper.FedPerAlgorithm(TASK, sections.ClientTrainingOptions(client_learning_rate=0.5), fedper.FedPerOptions(personal_blocks=1))
   state = alg.initialize(seed=1)
   heads = {c: alg.initial_client_state(c, seed=1) for c in CLIENTS}
   order = ['d', 'a', 'e', 'c', 'b']  # Not sorted: results follow the call's client order.
@@ -184,12 +185,12 @@ def conv_model(batch_norm):
     ('fedper', 'mean', False),      # FedSuite's process with client states
 ])
 def test_every_round_computation_splits_over_workers(algorithm, aggregator, batch_norm):
-  cfg = experiment.ExperimentConfig(algorithm=algorithm, aggregator=aggregator)
+  cfg = experiment.ExperimentConfig(algorithm=algorithm, aggregator=aggregator,
+                                    local_epochs=1 if algorithm == 'fedsgd' else 5)
   spec = collections.OrderedDict(x=tf.TensorSpec([None, 4, 4, 1], tf.float32),
                                  y=tf.TensorSpec([None], tf.int64))
   task = base.Task(lambda: conv_model(batch_norm), spec, 3)
-  alg = algorithms.ALGORITHMS[algorithm](
-      task, cfg, aggregator_registry.AGGREGATORS[aggregator](cfg))
+  alg = experiment.build_algorithm(cfg, task)
   plan = remote_runtime.split_computation(alg.process.next)
   assert plan.aggregate is not None and plan.after is not None
   assert plan.per_client_result == (algorithm == 'fedper' or batch_norm)
@@ -213,7 +214,7 @@ def test_dependent_aggregations_are_refused_in_one_line():
 
 def test_a_worker_killed_mid_round_moves_its_clients_then_losing_all_fails_in_one_line(
     tff_context):
-  alg = fedavg.build_fedavg(TASK, fedavg.FedAvgConfig(client_learning_rate=0.5))
+  alg = fedavg.build_fedavg(TASK, sections.ClientTrainingOptions(client_learning_rate=0.5), fedavg.FedAvgOptions())
   state0 = alg.initialize(seed=5)
   local1 = fedavg_round(alg, state0, 1)
   local2 = fedavg_round(alg, local1.state, 2)
@@ -460,9 +461,10 @@ def test_fedgkt_round_with_clients_on_workers_equals_the_local_round(tff_context
                                server_learning_rate=0.1)
 
   def one_round():
-    alg = fedgkt.FedGKTAlgorithm(base.Task(lambda: None, spec, 3), config,
+    source = client_source.ClientDataSource(data, preprocessing=preprocessing.Preprocessing(),
+                                            seed=0, batch_size=None, epochs=1)
+    alg = fedgkt.FedGKTAlgorithm(base.Task(lambda: None, spec, 3, data=source), config,
                                  edge_builder=tiny_edge, server_builder=tiny_server)
-    alg.bind_data(data)
     state = alg.initialize(0)
     states = {c: alg.initial_client_state(c, 0) for c in ('a', 'b')}
     return alg.next(state, 1, ['a', 'b'], [None, None], states)
@@ -504,7 +506,7 @@ def test_check_shared_file_says_which_workers_read_the_drivers_file(tff_context,
 
 
 def test_measured_algorithm_adds_the_rounds_bytes_per_worker_to_its_row(tff_context, workers):
-  alg = fedper.FedPerAlgorithm(TASK, fedper.FedPerConfig(personal_blocks=1, client_learning_rate=0.5))
+  alg = fedper.FedPerAlgorithm(TASK, sections.ClientTrainingOptions(client_learning_rate=0.5), fedper.FedPerOptions(personal_blocks=1))
   state = alg.initialize(seed=1)
   heads = {c: alg.initial_client_state(c, seed=1) for c in CLIENTS}
   addresses = [w.address for w in workers[:2]]

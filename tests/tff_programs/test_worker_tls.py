@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tff_programs import sections
 from tff_programs import executor_sandbox
 from tff_programs import remote_runtime
 from tff_programs import worker as worker_lib
@@ -250,7 +251,7 @@ def test_workers_in_their_own_namespaces_over_tls_equal_the_local_round(tff_cont
   ids = ['a', 'b', 'c', 'd']
   sets = lambda: [tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y)).batch(2)
                   for x, y in data]
-  alg = fedavg.build_fedavg(base.Task(model, spec, 2), fedavg.FedAvgConfig(client_learning_rate=0.3))
+  alg = fedavg.build_fedavg(base.Task(model, spec, 2), sections.ClientTrainingOptions(client_learning_rate=0.3), fedavg.FedAvgOptions())
   state = alg.initialize(seed=2)
   local = alg.next(state, 1, ids, sets(), {})
   addresses = [p.address for p in procs]

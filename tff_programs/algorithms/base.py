@@ -23,39 +23,44 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
+from datasets import preprocessing as preprocessing_lib
+from tff_programs import schedule
+
 ServerState = Any
 ClientState = Any
 
 
-def decayed_learning_rate(rate: float, decay: float, decay_from: int, round_num: int) -> float:
-  """The learning rate of round `round_num` (1-based) under exponential decay.
-
-  Rounds up to `decay_from` use `rate`; round r after it uses
-  `rate * decay**(r - decay_from)`. `decay_from=1` is the paper's per-round decay
-  (`rate * decay**(r - 1)`); a larger value keeps the rate constant first, e.g. to
-  anneal a run that has plateaued (see `run_outputs.schedules_agree`).
-  """
-  return float(rate * decay ** max(0, round_num - decay_from))
+decayed_learning_rate = schedule.decayed_learning_rate  # The algorithms' schedule.
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-  """What is trained: a Keras model builder and the shape of its batches.
+  """What is trained, on what: the model, the batch spec, the clients' data.
 
   Attributes:
     model_builder: no-arg callable returning a fresh, uncompiled Keras model
       whose output is logits.
     element_spec: the `tf.data` element spec of one client batch:
-      `OrderedDict(x=TensorSpec, y=TensorSpec)` with a `None` batch dimension.
+      `OrderedDict(x=TensorSpec, y=TensorSpec)` with a `None` batch dimension
+      (x as the model sees it, after preprocessing).
     num_classes: number of output classes.
     ignore_label: a label value excluded from loss and accuracy (padding in
       sequence tasks), or None.
+    preprocessing: the dataset's transforms (`datasets.preprocessing`): the
+      one place algorithms, evaluation and export look them up.
+    data: the clients' training data (`datasets.client_source`), or None for
+      algorithms driven with ready-made datasets (unit tests).
+    scratch_dir: a folder of the run for temporary files (FedGKT's spilled
+      features), or None for the system's temp folder.
   """
 
   model_builder: Callable[[], tf.keras.Model]
   element_spec: Any
   num_classes: int
   ignore_label: Optional[int] = None
+  preprocessing: preprocessing_lib.Preprocessing = preprocessing_lib.Preprocessing()
+  data: Optional[Any] = None
+  scratch_dir: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,24 +85,18 @@ class FederatedAlgorithm(abc.ABC):
 
   name: str = 'algorithm'
   uses_client_states: bool = False
+  task: Optional[Task] = None
   # Per-client cost of the full model a client must download before its first
   # round, when the per-round broadcast is not the full model (RPN); counted by
   # the program loop (`program_logic.FirstDownloads`). None: nothing extra.
   initial_download_cost: Optional[Any] = None
 
-  def bind_data(self, data: Any) -> None:
-    """Receives the run's `FederatedData` before training (default: unused).
-
-    Algorithms that build their clients' inputs themselves (FedGKT pairs each
-    example with its pending server logits) keep a reference here.
-    """
-    del data
-
-  def bind_client_files(self, files: Any) -> None:
-    """Receives the run's `datasets.client_files.ClientArrayFiles` (default:
-    unused; algorithms that build their clients' inputs themselves read the
-    client arrays from these files inside the TFF worker)."""
-    del files
+  def client_datasets(self, client_ids: Sequence[str], round_num: int) -> list[Any]:
+    """The inputs of round `round_num`'s clients that do not depend on the
+    round's state, so the loop can build them one round ahead: by default each
+    client's training batches from `task.data`. Algorithms that build their
+    clients' inputs from state (FedGKT) return one None per client."""
+    return [self.task.data.train_dataset(cid, round_num) for cid in client_ids]
 
   @abc.abstractmethod
   def initialize(self, seed: int) -> ServerState:
@@ -155,3 +154,33 @@ class FederatedAlgorithm(abc.ABC):
     (central test set for a global model; per-client test splits otherwise)."""
     del state, client_states, data
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmSpec:
+  """One `--algorithm`: its options and its builder (one registry line each).
+
+  `build(task, training, options, aggregator)` receives the task, the client
+  training options (`sections.ClientTrainingOptions`), the algorithm's own
+  options (an instance of `options`) and the aggregator factory stack (None:
+  TFF's weighted mean), and returns the `FederatedAlgorithm`.
+
+  Attributes:
+    name: the `--algorithm` value.
+    build: the builder.
+    options: the algorithm's `tff_programs.options.Options` class (its flags).
+    description: one line for --help.
+    uses_model: whether `--model` applies (FedGKT has its own models).
+    uses_aggregator: whether `--aggregator` applies (FedGKT sends features).
+    check: (training options, own options) -> None, raising a one-line
+      `ConfigError` for combinations the algorithm cannot run (FedSGD: E=1);
+      called while flags are validated, before anything is built.
+  """
+
+  name: str
+  build: Callable[..., 'FederatedAlgorithm']
+  options: type
+  description: str
+  uses_model: bool = True
+  uses_aggregator: bool = True
+  check: Optional[Callable[[Any, Any], None]] = None

@@ -18,7 +18,6 @@ aggregator is injectable (`aggregator=`), which is where RPN plugs in:
 from __future__ import annotations
 
 import collections
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
@@ -28,12 +27,16 @@ import tensorflow_federated as tff
 
 from compression import accounting
 from tff_programs import model_adapter
+from tff_programs import options
+from tff_programs import sections
 from tff_programs.algorithms import base
+from tff_programs.algorithms import fedavg_stats
+from tff_programs.options import option
 
-WEIGHTINGS = {
-    'num_examples': tff.learning.ClientWeighting.NUM_EXAMPLES,
-    'uniform': tff.learning.ClientWeighting.UNIFORM,
-}
+WEIGHTINGS = collections.OrderedDict([
+    ('num_examples', tff.learning.ClientWeighting.NUM_EXAMPLES),
+    ('uniform', tff.learning.ClientWeighting.UNIFORM),
+])
 
 
 class DroppedClientCounter(tff.aggregators.WeightedAggregationFactory):
@@ -73,28 +76,25 @@ class DroppedClientCounter(tff.aggregators.WeightedAggregationFactory):
     return tff.templates.AggregationProcess(process.initialize, next_fn)
 
 
-@dataclasses.dataclass(frozen=True)
-class FedAvgConfig:
-  """Hyper-parameters of FedAvg/FedSGD.
+class FedAvgOptions(options.Options):
+  """FedAvg's options (C, E, B and eta are the client training section's)."""
 
-  Attributes:
-    client_learning_rate: eta, the paper's learning rate (client SGD for FedAvg,
-      the gradient step for FedSGD).
-    server_learning_rate: scales the averaged update (1.0 = the paper).
-    learning_rate_decay: eta at round r is eta * decay**(r - 1) (the paper decays
-      the rate for CIFAR-10; 1.0 = constant).
-    learning_rate_decay_from: the decay counts rounds after this one (1 = from the
-      start; see `base.decayed_learning_rate`).
-    client_weighting: 'num_examples' (n_k / n, the paper) or 'uniform' (1 / m).
-    client_momentum: momentum of the client optimizer (0 = plain SGD).
-  """
+  SECTION = 'Algorithm: fedavg (McMahan et al. 2017)'
 
-  client_learning_rate: float = 0.1
-  server_learning_rate: float = 1.0
-  learning_rate_decay: float = 1.0
-  learning_rate_decay_from: int = 1
-  client_weighting: str = 'num_examples'
-  client_momentum: float = 0.0
+  client_weighting: str = option('num_examples', 'num_examples (n_k/n, the paper) | uniform (1/m).',
+                                 allowed=tuple(WEIGHTINGS))
+  client_momentum: float = option(0.0, 'Momentum of the client optimizer (0 = plain SGD).',
+                                  check=options.number_in(0, 1, high_open=True))
+  server_learning_rate: float = option(1.0, 'Server learning rate applied to the averaged update (1.0 = the paper).',
+                                       check=options.positive_number)
+
+
+class FedSGDOptions(options.Options):
+  """FedSGD's options: one gradient per client (E=1), the server takes the step."""
+
+  SECTION = 'Algorithm: fedsgd (McMahan et al. 2017)'
+
+  server_learning_rate: float = options.same_as(FedAvgOptions, 'server_learning_rate')
 
 
 class LearningProcessAlgorithm(base.FederatedAlgorithm):
@@ -120,6 +120,7 @@ class LearningProcessAlgorithm(base.FederatedAlgorithm):
   ):
     self.name = name
     self.process = process
+    self.task = task
     self._task = task
     self._lr_path = learning_rate_path
     self._lr = learning_rate
@@ -225,58 +226,101 @@ def _sgd(learning_rate: float, momentum: float = 0.0):
 
 def build_fedavg(
     task: base.Task,
-    config: FedAvgConfig,
+    training: sections.ClientTrainingOptions,
+    opts: FedAvgOptions = FedAvgOptions(),
     *,
     aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
-) -> LearningProcessAlgorithm:
+    name: str = 'fedavg',
+) -> base.FederatedAlgorithm:
   """FedAvg: `tff.learning.algorithms.build_weighted_fed_avg` + seeded init.
 
+  For models with non-trainable weights (batch-norm statistics) it is
+  FedAvg with statistics averaging instead (`fedavg_stats`): TFF's would leave
+  them at their initial values.
+
   Args:
-    task: model builder and batch spec.
-    config: hyper-parameters.
-    aggregator: model-delta aggregator (None = TFF's weighted mean); RPN and
-      quantization plug in here.
+    task: model builder, batch spec and data.
+    training: eta and its schedule (C, E, B shape the clients' data).
+    opts: weighting, client momentum, server learning rate.
+    aggregator: model-delta aggregator stack (None = TFF's weighted mean);
+      RPN and quantization plug in here.
+    name: the algorithm's name in outputs (RPN's preset reuses this builder).
   """
-  if config.client_weighting not in WEIGHTINGS:
-    raise ValueError(
-        f'client_weighting={config.client_weighting!r}; allowed: {sorted(WEIGHTINGS)}'
-    )
+  if fedavg_stats.has_statistics(task.model_builder()):
+    fedavg_stats.check_supported(client_momentum=opts.client_momentum,
+                                 server_learning_rate=opts.server_learning_rate)
+    return fedavg_stats.FedAvgWithStatistics(
+        task, name=name, client_learning_rate=training.client_learning_rate,
+        learning_rate_decay=training.learning_rate_decay,
+        learning_rate_decay_from=training.learning_rate_decay_from,
+        local_epochs=training.local_epochs, client_weighting=opts.client_weighting,
+        aggregator=aggregator)
+  return build_tff_fedavg(task, training, opts, aggregator=aggregator, name=name)
+
+
+def build_tff_fedavg(task: base.Task, training: sections.ClientTrainingOptions,
+                     opts: FedAvgOptions = FedAvgOptions(), *,
+                     aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
+                     name: str = 'fedavg') -> 'LearningProcessAlgorithm':
+  """TFF's `build_weighted_fed_avg` as it is (batch-norm statistics frozen):
+  `build_fedavg` uses it for models without statistics."""
   process = tff.learning.algorithms.build_weighted_fed_avg(
       model_adapter.tff_model_fn(
           task.model_builder, task.element_spec, ignore_label=task.ignore_label
       ),
-      client_optimizer_fn=_sgd(config.client_learning_rate, config.client_momentum),
-      server_optimizer_fn=_sgd(config.server_learning_rate),
-      client_weighting=WEIGHTINGS[config.client_weighting],
+      client_optimizer_fn=_sgd(training.client_learning_rate, opts.client_momentum),
+      server_optimizer_fn=_sgd(opts.server_learning_rate),
+      client_weighting=WEIGHTINGS[opts.client_weighting],
       model_aggregator=DroppedClientCounter(aggregator),
   )
   return LearningProcessAlgorithm(
-      name='fedavg',
+      name=name,
       process=process,
       task=task,
       learning_rate_path=('client_work', 'learning_rate'),
-      learning_rate=config.client_learning_rate,
-      learning_rate_decay=config.learning_rate_decay,
-      learning_rate_decay_from=config.learning_rate_decay_from,
+      learning_rate=training.client_learning_rate,
+      learning_rate_decay=training.learning_rate_decay,
+      learning_rate_decay_from=training.learning_rate_decay_from,
       upload_factory=aggregator,
   )
 
 
 def build_fedsgd(
     task: base.Task,
-    config: FedAvgConfig,
+    training: sections.ClientTrainingOptions,
+    opts: FedSGDOptions = FedSGDOptions(),
     *,
     aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
-) -> LearningProcessAlgorithm:
+) -> base.FederatedAlgorithm:
   """FedSGD: `tff.learning.algorithms.build_fed_sgd` with step eta * server_lr.
 
   Clients send the gradient of their mean loss over their whole dataset (TFF
   accumulates it over the batches, so B only bounds memory); the server averages
-  gradients weighted by n_k and takes one SGD step.
+  gradients weighted by n_k and takes one SGD step. For models with batch-norm
+  statistics it is the equivalent FedAvg round that averages them too (one
+  full-batch step per client with step eta*server_lr and the n_k-weighted
+  average is exactly w - eta * sum_k (n_k / n) g_k): it needs B = inf.
   """
-  if config.client_weighting != 'num_examples':
-    raise ValueError('fedsgd weights clients by num_examples only')
-  step = config.client_learning_rate * config.server_learning_rate
+  step = training.client_learning_rate * opts.server_learning_rate
+  if fedavg_stats.has_statistics(task.model_builder()):
+    if training.batch is not None:
+      raise fedavg_stats.StatisticsError(
+          f'--batch_size={training.batch_size}: fedsgd on a model with batch-norm statistics takes its '
+          "one gradient on the whole client set as one batch (the statistics' batch); use --batch_size=inf")
+    return fedavg_stats.FedAvgWithStatistics(
+        task, name='fedsgd', client_learning_rate=step,
+        learning_rate_decay=training.learning_rate_decay,
+        learning_rate_decay_from=training.learning_rate_decay_from, local_epochs=1,
+        client_weighting='num_examples', aggregator=aggregator)
+  return build_tff_fedsgd(task, training, opts, aggregator=aggregator)
+
+
+def build_tff_fedsgd(task: base.Task, training: sections.ClientTrainingOptions,
+                     opts: FedSGDOptions = FedSGDOptions(), *,
+                     aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None
+                     ) -> 'LearningProcessAlgorithm':
+  """TFF's `build_fed_sgd` as it is (step eta * server_lr; statistics frozen)."""
+  step = training.client_learning_rate * opts.server_learning_rate
   process = tff.learning.algorithms.build_fed_sgd(
       model_adapter.tff_model_fn(
           task.model_builder, task.element_spec, ignore_label=task.ignore_label
@@ -290,7 +334,31 @@ def build_fedsgd(
       task=task,
       learning_rate_path=('finalizer', 'learning_rate'),
       learning_rate=step,
-      learning_rate_decay=config.learning_rate_decay,
-      learning_rate_decay_from=config.learning_rate_decay_from,
+      learning_rate_decay=training.learning_rate_decay,
+      learning_rate_decay_from=training.learning_rate_decay_from,
       upload_factory=aggregator,
   )
+
+
+def _build_fedavg(task, training, opts, aggregator):
+  return build_fedavg(task, training, opts, aggregator=aggregator)
+
+
+def _check_fedsgd(training: sections.ClientTrainingOptions, opts: FedSGDOptions) -> None:
+  del opts
+  if training.local_epochs != 1:
+    raise options.ConfigError(
+        f'--local_epochs={training.local_epochs}: fedsgd takes one gradient per round (E=1)')
+
+
+def _build_fedsgd(task, training, opts, aggregator):
+  _check_fedsgd(training, opts)
+  return build_fedsgd(task, training, opts, aggregator=aggregator)
+
+
+FEDAVG = base.AlgorithmSpec(
+    name='fedavg', build=_build_fedavg, options=FedAvgOptions,
+    description='FedAvg: C, E, B, n_k/n weighting (McMahan et al. 2017); averages batch-norm statistics too')
+FEDSGD = base.AlgorithmSpec(
+    name='fedsgd', build=_build_fedsgd, options=FedSGDOptions, check=_check_fedsgd,
+    description='FedSGD: one gradient per client on its whole data (E=1, B=inf), one server step')

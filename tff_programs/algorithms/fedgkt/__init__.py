@@ -38,6 +38,7 @@ The package, one job per module (each documents its part):
 # The public names of the former single-module fedgkt.py, unchanged. They are
 # bindings: to replace one in a test, patch the module that defines it (e.g.
 # `computations.default_edge_builder`, `feature_store.IN_CALL_LIMIT_BYTES`).
+from tff_programs.algorithms.fedgkt.algorithm import SPEC
 from tff_programs.algorithms.fedgkt.algorithm import FedGKTAlgorithm
 from tff_programs.algorithms.fedgkt.client_data import INFERENCE_BATCH
 from tff_programs.algorithms.fedgkt.client_data import EvalMap
@@ -60,3 +61,5 @@ from tff_programs.algorithms.fedgkt.options import MODES
 from tff_programs.algorithms.fedgkt.options import OPTIMIZERS
 from tff_programs.algorithms.fedgkt.options import SERVER_DEPTHS
 from tff_programs.algorithms.fedgkt.options import FedGKTConfig
+from tff_programs.algorithms.fedgkt.options import FedGKTOptions
+from tff_programs.algorithms.fedgkt.options import config_from

@@ -18,8 +18,9 @@ All clients start from the same seeded edge initialization (as FedAvg's
 clients start from one global model); they diverge from round 1 on.
 
 Data. The clients' inputs carry their pending Z_s, so the algorithm builds
-them from the `FederatedData` given to `bind_data` (experiment.run_experiment
-calls it); the program loop's generic (x, y) datasets are ignored.
+them itself from the task's data source (`task.data`: each client's arrays,
+as files the TFF worker reads), with FedAvg's seeded shuffles; it asks the
+program loop for no datasets (`client_datasets`).
 
 Divergence: each round's `non_finite_clients` counts the clients whose
 trained edge weights, training loss, features or logits contain NaN or inf.
@@ -46,8 +47,6 @@ import numpy as np
 import tensorflow as tf
 
 from compression import accounting
-from datasets import client_files
-from datasets import federated as federated_lib
 from tff_programs import model_adapter
 from tff_programs.algorithms import base
 from tff_programs.algorithms.fedgkt import client_data
@@ -73,7 +72,9 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
 
     Args:
       task: input spec (model input shape and dtype after preprocessing),
-        label dtype and number of classes; its `model_builder` is not used.
+        label dtype, number of classes, the clients' data (`task.data`, a
+        `datasets.client_source.ClientDataSource`: their arrays or array
+        files) and the dataset's preprocessing; its `model_builder` is not used.
       config: FedGKT hyper-parameters.
       edge_builder: () -> (extractor, classifier, full edge model) sharing
         layers; default `models.gkt.build_gkt_edge` (ResNet-8).
@@ -87,11 +88,19 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
       eval_map: the dataset's test-time transform (evaluation; export).
       batch_map: the dataset's per-batch training transform when there is no
         train_map (uint8 pixels -> float32 / 255).
+      (The three transforms default to `task.preprocessing`'s.)
+
+    Raises:
+      ValueError: a client's features would not fit in one gRPC message to
+        the TFF worker (one line, before any run folder exists).
     """
+    self.task = task
     self._task = task
     self._config = config
-    self._train_map = train_map
-    self._batch_map = batch_map
+    prep = task.preprocessing
+    self._train_map = train_map if train_map is not None else prep.train_map
+    self._batch_map = batch_map if batch_map is not None else prep.batch_map
+    eval_map = eval_map if eval_map is not None else prep.eval_map
     input_spec = task.element_spec['x']
     self._input_shape = tuple(input_spec.shape[1:])
     self._label_dtype = tf.as_dtype(task.element_spec['y'].dtype)
@@ -118,27 +127,20 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
                                   + count(server_specs['trainable']))
     self.full_params = self.full_trainable_params + (
         count(extractor_specs['non_trainable']) + count(server_specs['non_trainable']))
-    feature_store.remove_stale_rounds(config.spill_dir)
+    self._spill_dir = config.spill_dir or task.scratch_dir
+    feature_store.remove_stale_rounds(self._spill_dir)
     self._client_models = client_models.ClientModels(
         self._edge_builder, self._server_builder, self.feature_shape, input_spec, eval_map)
-    self._data = None
-    self._files: Optional[client_files.ClientArrayFiles] = None
-    self._index: dict[str, int] = {}
     self._seed: Optional[int] = None
     self._initial_edge: dict[int, collections.OrderedDict] = {}
+    if task.data is not None:
+      self._check_client_sizes()
 
   # ---- data and state ---------------------------------------------------
 
-  def bind_data(self, data: federated_lib.FederatedData) -> None:
-    """Gives the algorithm the clients' arrays (run_experiment calls this).
-
-    Raises:
-      ValueError: a client's features would not fit in one gRPC message to
-        the TFF worker (one line, before any run folder exists).
-    """
-    self._data = data
-    self._index = {cid: i for i, cid in enumerate(data.client_ids)}
-    largest = max(len(y) for _, y in data.train_arrays.values())
+  def _check_client_sizes(self) -> None:
+    """One client's features must fit in one gRPC message to the TFF worker."""
+    largest = max(self.task.data.num_examples(cid) for cid in self.task.data.client_ids)
     feature_bytes = self._feature_bytes(largest)
     if feature_bytes > feature_store.MAX_CLIENT_FEATURE_BYTES:
       raise ValueError(
@@ -146,14 +148,15 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
           f'GiB of features in one message (TFF\'s limit is 2 GB); use more clients '
           '(--num_clients) or fewer examples (--max_train_examples)')
 
-  def bind_client_files(self, files: Optional[client_files.ClientArrayFiles]) -> None:
-    """Client inputs read each client's x and y from these files in the worker."""
-    self._files = files
-
   def _train_arrays(self, client_id: str) -> tuple[np.ndarray, np.ndarray]:
-    if self._data is None:
-      raise RuntimeError('FedGKTAlgorithm needs bind_data(federated_data) before use')
-    return self._data.train_arrays[client_id]
+    if self.task.data is None:
+      raise RuntimeError('FedGKTAlgorithm needs the clients\' data in its task (task.data)')
+    return self.task.data.data.train_arrays[client_id]
+
+  def client_datasets(self, client_ids: Sequence[str], round_num: int) -> list[Any]:
+    """Nothing to build ahead: a client's inputs carry its pending Z_s, built in `next`."""
+    del round_num
+    return [None] * len(client_ids)
 
   def initialize(self, seed: int) -> Any:
     self._seed = int(seed)
@@ -188,14 +191,14 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
 
   def client_inputs(self, client_id: str, client_state: Mapping[str, Any], round_num: int):
     """(training dataset with pending Z_s, extraction dataset, permutation) of
-    this client and round (`client_data.client_inputs`). With client files
-    (`bind_client_files`) both read the client's x and y from disk when they
-    run."""
-    x, y = (self._files.get(client_id) if self._files is not None
-            else self._train_arrays(client_id))
+    this client and round (`client_data.client_inputs`). With the data
+    source's client files, both read the client's x and y from disk when
+    they run."""
+    source = self.task.data
+    x, y = source.arrays(client_id)
     return client_data.client_inputs(
-        x, y, client_state['server_logits'], num_examples=len(self._train_arrays(client_id)[1]),
-        seed=self._seed, round_num=round_num, index=self._index[client_id],
+        x, y, client_state['server_logits'], num_examples=source.num_examples(client_id),
+        seed=self._seed, round_num=round_num, index=source.index(client_id),
         batch_size=self._config.client_batch_size, epochs=self._config.client_epochs,
         train_map=self._train_map, batch_map=self._batch_map)
 
@@ -220,9 +223,9 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
     return feature_store.exceeds_memory(self._feature_bytes(held), self._config.memory_budget_mb)
 
   def next(self, state, round_num, client_ids, client_datasets, client_states) -> base.RoundOutput:
-    """One FedGKT round; `client_datasets` (generic x, y batches) are ignored:
-    the clients' inputs, which carry their pending Z_s, are built from the
-    data given to `bind_data`."""
+    """One FedGKT round; `client_datasets` are ignored (`client_datasets`
+    builds none): the clients' inputs, which carry their pending Z_s, are
+    built here from `task.data`."""
     del client_datasets
     if self._seed is None:
       raise RuntimeError('FedGKTAlgorithm.initialize(seed) must run before next()')
@@ -275,7 +278,7 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
       new_states[cid]['server_logits'] = logits
       new_states[cid]['has_server_logits'] = np.int32(1)
 
-    with feature_store.round_directory(config.spill_dir, round_num, spill) as workdir:
+    with feature_store.round_directory(self._spill_dir, round_num, spill) as workdir:
 
       def new_store():
         return feature_store.FeatureStore(self.feature_shape, self._num_classes,
@@ -349,7 +352,7 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
     """Client k's model x -> f_s(f_e^(k)(x)) (the initial edge if no state)."""
     del task
     if client_state is None:
-      client_state = self.initial_client_state(self._data.client_ids[0], self._seed or 0)
+      client_state = self.initial_client_state(self.task.data.client_ids[0], self._seed or 0)
     return self._client_models.keras_model(client_state['edge'], state['model'])
 
   def evaluate(self, state, client_states, data) -> Optional[Mapping[str, float]]:
@@ -384,3 +387,17 @@ class FedGKTAlgorithm(base.FederatedAlgorithm):
 
 def _copy(nest: Any) -> Any:
   return tf.nest.map_structure(lambda a: np.array(a, copy=True), nest)
+
+
+def build(task: base.Task, training: Any, opts: options.FedGKTOptions,
+          aggregator: Optional[Any]) -> FedGKTAlgorithm:
+  """FedGKT from the client training section and its flags (no aggregator: it
+  exchanges features and logits, not model updates)."""
+  del aggregator
+  return FedGKTAlgorithm(task, options.config_from(training, opts))
+
+
+SPEC = base.AlgorithmSpec(
+    name='fedgkt', build=build, options=options.FedGKTOptions, uses_model=False,
+    uses_aggregator=False,
+    description='group knowledge transfer: edge ResNet-8 + server ResNet-55/109, He et al. 2020; see --gkt_*')

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from datasets import client_source
 from datasets import federated as federated_lib
-from tff_programs import algorithms
 from tff_programs import experiment
 from tff_programs import model_adapter
 from tff_programs import sampling
@@ -68,11 +68,15 @@ CONFIG = fedgkt.FedGKTConfig(client_epochs=2, client_batch_size=3, server_epochs
                              server_learning_rate=0.1)
 
 
-def algorithm(**overrides):
-  alg = fedgkt.FedGKTAlgorithm(TASK, dataclasses.replace(CONFIG, **overrides),
-                               edge_builder=tiny_edge, server_builder=tiny_server)
-  alg.bind_data(DATA)
-  return alg
+def with_data(task, data):
+  """`task` with the clients' data (in-graph arrays: no files)."""
+  return dataclasses.replace(task, data=client_source.ClientDataSource(
+      data, preprocessing=task.preprocessing, seed=0, batch_size=None, epochs=1))
+
+
+def algorithm(data=DATA, **overrides):
+  return fedgkt.FedGKTAlgorithm(with_data(TASK, data), dataclasses.replace(CONFIG, **overrides),
+                                edge_builder=tiny_edge, server_builder=tiny_server)
 
 
 def first_round(alg, clients=('a', 'b'), states=None, seed=0):
@@ -263,7 +267,7 @@ def test_gkt_flags_are_validated_in_one_line():
 
 def gkt_cfg(tmp_path, **overrides):
   return experiment.ExperimentConfig(**{**dict(
-      algorithm='fedgkt', dataset='synthetic', model='tiny_mlp', partition='k_class',
+      algorithm='fedgkt', dataset='synthetic', partition='k_class',
       classes_per_client=2, num_clients=5, client_fraction=0.4, local_epochs=1, batch_size=8,
       client_learning_rate=0.01, gkt_server_learning_rate=0.01, gkt_optimizer='adam',
       gkt_server_epochs=2, rounds=4, eval_every=1, checkpoint_every=2, output_dir=str(tmp_path),
@@ -341,8 +345,8 @@ def test_both_learning_rates_used_follow_the_schedule(tff_context, tmp_path, mon
       gkt_server_learning_rate=0.2, learning_rate_decay=0.5, learning_rate_decay_from=2,
       gkt_kd='server_to_edge', gkt_optimizer='sgd', local_epochs=1, batch_size=1,
       gkt_server_epochs=1, output_dir=str(tmp_path))
-  alg = algorithms.ALGORITHMS['fedgkt'](LINEAR_TASK, cfg, None)
-  alg.bind_data(linear_data({'a': xy([[1., 2.]], [0])}, None, xy([[1., 2.]], [0])))
+  alg = experiment.build_algorithm(cfg, with_data(
+      LINEAR_TASK, linear_data({'a': xy([[1., 2.]], [0])}, None, xy([[1., 2.]], [0]))))
   gradient = np.array([[-0.5, 0.5], [-1.0, 1.0]])  # x^T (p - onehot)
   state = alg.initialize(0)
   client = alg.initial_client_state('a', 0)
@@ -371,12 +375,11 @@ def test_evaluation_averages_the_sampled_clients_on_the_central_test_set():
   edge, E = I and W = 0, would make them 0.533 and 0.467).
   Own splits: a (1,0) y=0 -> 1/1; b (0,2) (1,0) y=1 1 -> swapped argmax 0 1 -> 1/2.
   """
-  alg = fedgkt.FedGKTAlgorithm(LINEAR_TASK, CONFIG, edge_builder=linear_edge,
-                               server_builder=linear_server)
   central = xy([[1, 0], [0, 1], [2, 1], [1, 3], [3, 2]], [0, 1, 0, 0, 1])
   test = {'a': xy([[1, 0]], [0]), 'b': xy([[0, 2], [1, 0]], [1, 1]), 'c': xy([[5, 1]], [1])}
   data = linear_data(test, test, central)
-  alg.bind_data(data)
+  alg = fedgkt.FedGKTAlgorithm(with_data(LINEAR_TASK, data), CONFIG, edge_builder=linear_edge,
+                               server_builder=linear_server)
   alg.initialize(0)
   server = linear_server((2,))
   server.get_layer('s').set_weights([np.eye(2), np.zeros(2)])
@@ -426,8 +429,7 @@ def test_non_finite_clients_counts_clients_with_nan_or_inf_updates(tff_context):
   data = dataclasses.replace(DATA, client_ids=('a', 'b', 'c', 'd'), train_arrays=arrays,
                              test_arrays=arrays)
   for mode in fedgkt.MODES:
-    alg = algorithm(mode=mode)
-    alg.bind_data(data)
+    alg = algorithm(data, mode=mode)
     out = first_round(alg, clients=('a', 'c', 'd'))[2]
     assert out.metrics['non_finite_clients'] == 2
     assert np.isfinite(out.client_states['a']['edge']['trainable'][0]).all()
@@ -445,10 +447,9 @@ def test_non_finite_clients_counts_overflowed_weights_behind_a_finite_loss(tff_c
   """
   config = dataclasses.replace(CONFIG, client_learning_rate=3e38, kd_mode='none',
                                client_epochs=1, client_batch_size=1, server_epochs=1)
-  alg = fedgkt.FedGKTAlgorithm(LINEAR_TASK, config, edge_builder=linear_edge,
-                               server_builder=linear_server)
   train = {'p': xy([[1., 4.]], [0]), 'q': xy([[0., 0.]], [0])}
-  alg.bind_data(linear_data(train, None, train['p']))
+  alg = fedgkt.FedGKTAlgorithm(with_data(LINEAR_TASK, linear_data(train, None, train['p'])),
+                               config, edge_builder=linear_edge, server_builder=linear_server)
   out = first_round(alg, clients=('p', 'q'))[2]
   assert out.metrics['non_finite_clients'] == 1
   assert out.metrics['train_loss'] == pytest.approx(np.log(2.0))

@@ -30,7 +30,9 @@ import collections
 import numpy as np
 import tensorflow as tf
 
+from datasets import client_source
 from datasets import federated as federated_lib
+from datasets import preprocessing
 from tff_programs.algorithms import base
 from tff_programs.algorithms import fedgkt
 
@@ -53,11 +55,11 @@ def test_one_round_with_the_real_resnet8_and_resnet55(tff_context):
   data = make_data()
   spec = collections.OrderedDict(x=tf.TensorSpec([None, *SHAPE], tf.float32),
                                  y=tf.TensorSpec([None], tf.int64))
-  task = base.Task(lambda: None, spec, C)
+  task = base.Task(lambda: None, spec, C, data=client_source.ClientDataSource(
+      data, preprocessing=preprocessing.Preprocessing(), seed=0, batch_size=None, epochs=1))
   config = fedgkt.FedGKTConfig(client_batch_size=4, server_batch_size=8)
   assert (config.block, config.server_depth) == ('bottleneck', 55)
   alg = fedgkt.FedGKTAlgorithm(task, config)  # default builders: models.gkt
-  alg.bind_data(data)
 
   assert alg.feature_shape == (8, 8, 16)
   assert (alg.edge_params, alg.server_params) == (10_387, 598_019)
