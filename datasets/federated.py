@@ -1,10 +1,10 @@
-"""Federated views of an `ArrayDataset`: client splits, ClientData, tf.data.
+"""Federated views of an `ArrayDataset`: client splits and their tf.data pipelines.
 
 `build_federated_data` partitions a dataset's train set into clients (a named
 partitioner from `datasets.partition`, or the dataset's natural groups), gives
 each client a test set drawn like its train set (for personalization metrics),
 and keeps the whole test set for central evaluation. The result holds numpy
-arrays; TFF `ClientData` views are built lazily on first use.
+arrays (no TFF view: nothing in FedSuite used one).
 
 `client_dataset` turns one client's arrays into the `tf.data.Dataset` a round
 of local training consumes: a seeded shuffle per epoch, batches, E epochs.
@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import types
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_federated as tff
 
 from datasets import base
 from datasets import client_files
@@ -31,58 +29,6 @@ from datasets import partition as partition_lib
 NATURAL = 'natural'
 
 ClientArrays = Mapping[str, tuple[np.ndarray, np.ndarray]]
-
-
-def _client_data(
-    arrays: ClientArrays, client_ids: tuple[str, ...]
-) -> tff.simulation.datasets.ClientData:
-  """A `ClientData` over per-client numpy arrays, elements OrderedDict(x, y).
-
-  Called with a Python `str` (what `create_tf_dataset_for_client` does), the
-  dataset function slices just that client's arrays. Called with a string
-  tensor (inside `dataset_computation` or
-  `create_tf_dataset_from_all_clients`), it must be traceable, so it embeds all
-  clients' examples in the graph once and slices by the looked-up client;
-  those concatenated arrays are built on first such use only.
-  """
-  concatenated = {}
-
-  def graph_arrays():
-    if not concatenated:
-      sizes = [len(arrays[c][1]) for c in client_ids]
-      concatenated['x'] = np.concatenate([arrays[c][0] for c in client_ids])
-      concatenated['y'] = np.concatenate([arrays[c][1] for c in client_ids])
-      concatenated['offsets'] = np.cumsum([0] + sizes).astype(np.int64)
-    return concatenated
-
-  def dataset_fn(client_id: Any) -> tf.data.Dataset:
-    if isinstance(client_id, (str, bytes)):
-      if isinstance(client_id, bytes):
-        client_id = client_id.decode()
-      x, y = arrays[client_id]
-      return tf.data.Dataset.from_tensor_slices(
-          collections.OrderedDict(x=x, y=y)
-      )
-    data = graph_arrays()
-    match = tf.equal(tf.constant(client_ids), client_id)
-    index = tf.argmax(tf.cast(match, tf.int32), output_type=tf.int32)
-    with tf.control_dependencies([
-        tf.debugging.Assert(
-            tf.reduce_any(match), ['No data found for client ', client_id]
-        )
-    ]):
-      offsets = tf.identity(tf.constant(data['offsets']))
-    start, end = offsets[index], offsets[index + 1]
-    return tf.data.Dataset.from_tensor_slices(
-        collections.OrderedDict(
-            x=tf.constant(data['x'])[start:end],
-            y=tf.constant(data['y'])[start:end],
-        )
-    )
-
-  return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
-      list(client_ids), dataset_fn
-  )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -117,41 +63,6 @@ class FederatedData:
   input_shape: tuple[int, ...]
   notes: tuple[str, ...] = ()
   test_indices: Optional[Mapping[str, np.ndarray]] = None
-
-  @functools.cached_property
-  def train_client_data(self) -> tff.simulation.datasets.ClientData:
-    """Train data as `ClientData`; elements OrderedDict(x=float32, y=int64)."""
-    return _client_data(self.train_arrays, self.client_ids)
-
-  @functools.cached_property
-  def test_client_data(self) -> Optional[tff.simulation.datasets.ClientData]:
-    """Per-client test data as `ClientData`, or None.
-
-    Only clients with at least one test example are listed (an empty client
-    dataset would make per-client metrics undefined).
-    """
-    if self.test_arrays is None:
-      return None
-    ids = tuple(c for c in self.client_ids if len(self.test_arrays[c][1]))
-    if not ids:
-      return None
-    return _client_data(self.test_arrays, ids)
-
-  def num_examples(self, client_id: str) -> int:
-    """Number of train examples of `client_id`."""
-    if client_id not in self.train_arrays:
-      raise base.DatasetError(
-          f'unknown client id {client_id!r}; ids run from {self.client_ids[0]}'
-          f' to {self.client_ids[-1]}'
-      )
-    return int(len(self.train_arrays[client_id][1]))
-
-  def summary(self, max_rows: int = 20) -> str:
-    """A printable table of the clients' train label counts."""
-    return (
-        f'{self.name}: {len(self.client_ids)} clients\n'
-        + partition_lib.format_histogram(self.label_histogram, max_rows)
-    )
 
 
 def _client_ids(num_clients: int) -> tuple[str, ...]:

@@ -101,7 +101,7 @@ class KerasEvaluator:
     loss, accuracy, correct, valid = self.score(weights, x, y)
     result = collections.OrderedDict(eval_loss=loss, eval_accuracy=accuracy)
     if client_indices:
-      result.update(_spread([correct[i].sum() / max(valid[i].sum(), 1)
+      result.update(accuracy_spread([correct[i].sum() / max(valid[i].sum(), 1)
                              for i in client_indices.values() if len(i)]))
     return result
 
@@ -144,7 +144,7 @@ class KerasEvaluator:
         eval_loss=float(np.mean(losses)), eval_accuracy=float(np.mean(accuracies)),
         eval_clients=len(client_ids))
     if own:
-      result.update(_spread(own))
+      result.update(accuracy_spread(own))
     return result
 
   def per_client(
@@ -175,7 +175,7 @@ class KerasEvaluator:
         self.model.set_weights(list(weights_for_client(cid)))
         correct, valid = self._correct(*test_arrays[cid])
         accuracies.append(correct.sum() / max(valid.sum(), 1))
-    return _spread(accuracies)
+    return accuracy_spread(accuracies)
 
   def _correct(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per example: correct predictions and scored positions (padding excluded)."""
@@ -186,7 +186,7 @@ class KerasEvaluator:
     return per_example(correct & valid), per_example(valid)
 
 
-def _spread(accuracies: Sequence[float]) -> dict[str, float]:
+def accuracy_spread(accuracies: Sequence[float]) -> dict[str, float]:
   """personalized_accuracy_mean/std/min/max of per-client accuracies."""
   a = np.asarray(accuracies, dtype=np.float64)
   return collections.OrderedDict(

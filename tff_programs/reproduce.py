@@ -92,6 +92,12 @@ flags.DEFINE_bool('report_only', False, 'Train nothing: rebuild the report from 
                   'disk.', flag_values=FLAGS)
 flags.DEFINE_bool('progress', None, 'Force the per-run progress bar on/off (default: on when '
                   'stderr is a terminal).', flag_values=FLAGS)
+flags.DEFINE_string('workers', '', "Spread every run's rounds over these TFF workers (as train.py --workers).",
+                    flag_values=FLAGS)
+flags.DEFINE_string('worker_tls_dir', None, 'Driver certificates for --workers on other machines (as train.py).',
+                    flag_values=FLAGS)
+flags.DEFINE_string('worker_binary', None, 'A user-built TFF executor service (as train.py --worker_binary).',
+                    flag_values=FLAGS)
 flags.DEFINE_bool('help', False, 'Show this help and exit.', short_name='h', flag_values=FLAGS)
 
 USER_ERRORS = (ValueError, FileNotFoundError)
@@ -160,15 +166,21 @@ def plan(
     name: str, *, output_dir: str, learning_rates: Sequence[float],
     settings: Sequence[paper_experiments.Setting], max_rounds: Optional[int] = None,
     seed: int = 0, data_dir: Optional[str] = None, export: bool = False,
+    executor: Optional[dict] = None,
 ) -> list[PlannedRun]:
-  """The runs of `settings` x `learning_rates`, validated, with their status."""
+  """The runs of `settings` x `learning_rates`, validated, with their status.
+
+  `executor`: where the runs compute (ExperimentConfig's workers,
+  worker_tls_dir, worker_binary); it changes no result.
+  """
   exp = paper_experiments.get_experiment(name)
   planned = []
   for setting in settings:
     for lr in learning_rates:
       cfg = exp.config(
           setting, lr, rounds=max_rounds, data_dir=data_dir, seed=seed, export=export,
-          output_dir=_runs_dir(output_dir, name), run_name=run_name(setting, lr, seed))
+          output_dir=_runs_dir(output_dir, name), run_name=run_name(setting, lr, seed),
+          **(executor or {}))
       experiment_lib.validate(cfg)
       status = run_status(cfg)
       planned.append(PlannedRun(setting, lr, dataclasses.replace(cfg, resume=status == 'resume'),
@@ -247,11 +259,12 @@ def reproduce(
     lr_points: Optional[int] = None, max_rounds: Optional[int] = None,
     only: Optional[Sequence[str]] = None, seed: int = 0, export: bool = False,
     report_only: bool = False, show_progress: Optional[bool] = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, executor: Optional[dict] = None,
 ) -> dict[str, str]:
   """Runs (or reuses/resumes) an experiment's runs and writes its report.
 
-  Arguments are the flags of the same names (None: the experiment's default).
+  Arguments are the flags of the same names (None: the experiment's default);
+  `executor` holds --workers, --worker_tls_dir, --worker_binary.
 
   Returns:
     The report's files: 'report', 'results', 'accuracy_plot', 'loss_plot' -> path.
@@ -272,7 +285,8 @@ def reproduce(
     data_dir = os.path.abspath(os.path.expanduser(data_dir))  # Same config from any cwd.
   if not report_only:
     planned = plan(name, output_dir=output_dir, learning_rates=rates, settings=settings,
-                   max_rounds=max_rounds, seed=seed, data_dir=data_dir, export=export)
+                   max_rounds=max_rounds, seed=seed, data_dir=data_dir, export=export,
+                   executor=executor)
     log(f'{name}: {len(settings)} settings x {len(rates)} learning rates '
         f'({", ".join(f"{r:g}" for r in rates)})')
     execute(planned, show_progress=show_progress, log=log)
@@ -340,7 +354,9 @@ def main(argv: Sequence[str]) -> int:
         FLAGS.experiment, data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir,
         lr_grid=FLAGS.lr_grid, lr_center=FLAGS.lr_center, lr_points=FLAGS.lr_points,
         max_rounds=FLAGS.max_rounds, only=FLAGS.only, seed=FLAGS.seed, export=FLAGS.export,
-        report_only=FLAGS.report_only, show_progress=FLAGS.progress)
+        report_only=FLAGS.report_only, show_progress=FLAGS.progress,
+        executor={'workers': FLAGS.workers, 'worker_tls_dir': FLAGS.worker_tls_dir,
+                  'worker_binary': FLAGS.worker_binary})
   except KeyboardInterrupt:
     print('reproduce: interrupted; finished rounds are saved. Run the same command again to '
           'continue (finished runs are reused).', file=sys.stderr)

@@ -59,7 +59,7 @@ def test_build_iid_covers_train_and_matches_histogram():
   np.testing.assert_array_equal(
       np.sort(xs[:, 0]), np.sort(data.x_train[:, 0])
   )
-  assert [fd.num_examples(c) for c in fd.client_ids] == [24] * 5
+  assert [len(fd.train_arrays[c][1]) for c in fd.client_ids] == [24] * 5
   hist = np.stack(
       [np.bincount(fd.train_arrays[c][1], minlength=4) for c in fd.client_ids]
   )
@@ -89,7 +89,7 @@ def test_build_without_per_client_test():
       small_data(), partition='shards', num_clients=4, seed=0,
       per_client_test=False,
   )
-  assert fd.test_arrays is None and fd.test_client_data is None
+  assert fd.test_arrays is None and fd.test_indices is None
 
 
 def test_build_natural_groups_and_test_groups():
@@ -106,7 +106,9 @@ def test_build_natural_groups_and_test_groups():
   np.testing.assert_array_equal(
       fd.label_histogram, [[0, 1, 2], [2, 1, 0], [1, 1, 0]]
   )
-  assert fd.test_client_data.client_ids == ['client_000', 'client_002']
+  # Each client's test split is its positions in the central test set.
+  for cid in fd.client_ids:
+    np.testing.assert_array_equal(fd.central_test[0][fd.test_indices[cid]], fd.test_arrays[cid][0])
 
 
 def test_natural_num_clients_must_match():
@@ -152,50 +154,9 @@ def test_emnist_synthetic_natural_end_to_end():
   fd = federated.build_federated_data(
       data, partition='natural', num_clients=2, seed=0
   )
-  assert [fd.num_examples(c) for c in fd.client_ids] == [10, 10]
+  assert [len(fd.train_arrays[c][1]) for c in fd.client_ids] == [10, 10]
   assert fd.input_shape == (28, 28, 1)
   np.testing.assert_array_equal(fd.label_histogram, np.ones((2, 10)))
-
-
-# ---------------------------------------------------------- ClientData
-
-
-def test_train_client_data_elements_and_contents():
-  fd = federated.build_federated_data(
-      small_data(), partition='iid', num_clients=3, seed=0
-  )
-  cd = fd.train_client_data
-  assert cd is fd.train_client_data  # Built once.
-  assert cd.client_ids == list(fd.client_ids)
-  spec = cd.element_type_structure
-  assert isinstance(spec, collections.OrderedDict) and list(spec) == ['x', 'y']
-  assert spec['x'].dtype == tf.float32 and spec['x'].shape == (3,)
-  assert spec['y'].dtype == tf.int64 and spec['y'].shape == ()
-  x, y = fd.train_arrays['client_001']
-  elements = list(cd.create_tf_dataset_for_client('client_001'))
-  np.testing.assert_array_equal(np.stack([e['x'] for e in elements]), x)
-  np.testing.assert_array_equal([int(e['y']) for e in elements], y)
-
-
-def test_client_data_traceable_path_matches_python_path():
-  fd = federated.build_federated_data(
-      small_data(), partition='iid', num_clients=3, seed=0
-  )
-  cd = fd.train_client_data
-  traced = tf.function(cd.serializable_dataset_fn)
-  got = np.stack([e['x'] for e in traced(tf.constant('client_002'))])
-  np.testing.assert_array_equal(got, fd.train_arrays['client_002'][0])
-  everything = list(cd.create_tf_dataset_from_all_clients(seed=0))
-  assert len(everything) == 120
-
-
-def test_num_examples_unknown_client():
-  fd = federated.build_federated_data(
-      small_data(), partition='iid', num_clients=3, seed=0
-  )
-  with pytest.raises(base.DatasetError) as err:
-    fd.num_examples('client_9')
-  assert "'client_9'" in one_line(err)
 
 
 # ---------------------------------------------------------- client_dataset

@@ -196,13 +196,7 @@ class LearningProcessAlgorithm(base.FederatedAlgorithm):
   def _communication(self, aggregator_metrics: Mapping[str, Any], m: int) -> dict[str, float]:
     """Per-round transmission: measured by the aggregator if it reports it
     (RPN with a threshold), else the static per-client costs."""
-    up, down = self.upload_cost, self.download_cost
-    result = collections.OrderedDict(
-        upload_params_per_client=up.params,
-        upload_bytes=up.bytes * m,
-        download_params=down.params,
-        download_bytes=down.bytes * m,
-    )
+    result = accounting.traffic_row(self.upload_cost, self.download_cost, m)
     if all(k in aggregator_metrics for k in accounting.MEASURED_KEYS):
       measured = {k: int(aggregator_metrics[k]) for k in accounting.MEASURED_KEYS}
       result['upload_params_per_client'] = measured['upload_values'] / m

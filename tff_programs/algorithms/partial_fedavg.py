@@ -321,11 +321,8 @@ class PartialFedAvg:
         clients=m, examples=examples,
         non_finite_clients=int(train['non_finite']),
         learning_rate=self.learning_rate(round_num),
-        upload_params_per_client=self.upload_cost.params,
-        upload_bytes=self.upload_cost.bytes * m,
-        download_params=self.download_cost.params,
-        download_bytes=self.download_cost.bytes * m,
     )
+    row.update(accounting.traffic_row(self.upload_cost, self.download_cost, m))
     measured = metrics['aggregator']
     if isinstance(measured, Mapping) and all(k in measured for k in accounting.MEASURED_KEYS):
       row['upload_params_per_client'] = int(measured['upload_values']) / m + self._nt_cost.params

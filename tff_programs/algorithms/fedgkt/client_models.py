@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_programs import evaluation
 from tff_programs import model_adapter
 from tff_programs.algorithms.fedgkt import client_data
 from tff_programs.algorithms.fedgkt import computations
@@ -117,10 +118,7 @@ class ClientModels:
       result.update(eval_loss=float(mean[0]), eval_accuracy=float(mean[1]),
                     edge_loss=float(mean[2]), edge_accuracy=float(mean[3]))
     if personal:
-      a = np.asarray(personal)
-      result.update(
-          personalized_accuracy_mean=float(a.mean()), personalized_accuracy_std=float(a.std()),
-          personalized_accuracy_min=float(a.min()), personalized_accuracy_max=float(a.max()))
+      result.update(evaluation.accuracy_spread(personal))
     return result
 
 

@@ -18,7 +18,7 @@ non_trainable=<...>), S = server weights, same layout; O_e, O_s:
       teacher mask (1 = use KD) and the learning rate (broadcast). Trains E_c
       epochs, then extracts. non_finite (int32): 1 if the client's trained
       edge weights, training loss, features or logits have a NaN or inf
-      (`fedper.non_finite_flag`); the round's sum is `non_finite_clients`.
+      (`partial_fedavg.non_finite_flag`); the round's sum is `non_finite_clients`.
   server_train: (<<model=S, optimizer=O_s>@SERVER, <h,z,y>*@SERVER, float32@SERVER>
                  -> <state=<model=S, optimizer=O_s>,
                      metrics=<loss_sum,correct,examples>>@SERVER)
@@ -43,7 +43,7 @@ import tensorflow_federated as tff
 
 from models import gkt
 from tff_programs import model_adapter
-from tff_programs.algorithms import fedper
+from tff_programs.algorithms import partial_fedavg
 from tff_programs.algorithms.fedgkt import feature_store
 from tff_programs.algorithms.fedgkt import losses
 from tff_programs.algorithms.fedgkt import options
@@ -198,7 +198,7 @@ def build_fedgkt_computations(
     edge = model_adapter.snapshot_weights(full)
     features, logits = features.concat(), logits.concat()
     metrics = totals_dict(totals)
-    metrics['non_finite'] = fedper.non_finite_flag(totals[0], edge, features, logits)
+    metrics['non_finite'] = partial_fedavg.non_finite_flag(totals[0], edge, features, logits)
     return collections.OrderedDict(
         edge=edge, optimizer=opt_state, features=features, logits=logits,
         labels=labels.concat(), metrics=metrics)

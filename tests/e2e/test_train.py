@@ -202,3 +202,27 @@ def test_a_diverging_run_stops_at_the_first_bad_round_with_one_line(tmp_path):
   assert saved == [bad - 1]
   summary = json.loads((tmp_path / 'div' / 'summary.json').read_text())
   assert summary['rounds_completed'] == bad - 1
+
+
+@pytest.mark.parametrize('algorithm', ['fedavg', 'fedper'])
+def test_two_worker_processes_give_the_local_runs_metrics(tmp_path, algorithm):
+  from tff_programs import worker as worker_lib
+  procs = [worker_lib.spawn() for _ in range(2)]
+  try:
+    common = [*TINY, '--rounds=2', f'--output_dir={tmp_path}', f'--algorithm={algorithm}',
+              '--export=false']
+    local = train([*common, '--run_name=local'])
+    assert local[0] == 0, local[2][-3000:]
+    remote = train([*common, '--run_name=remote',
+                    f'--workers={",".join(p.address for p in procs)}'])
+    assert remote[0] == 0, remote[2][-3000:]
+  finally:
+    for p in procs:
+      p.stop()
+  local_rows, remote_rows = rows(tmp_path / 'local'), rows(tmp_path / 'remote')
+  traffic = lambda row: {k: v for k, v in row.items() if not k.startswith('worker')}
+  assert [traffic(r) for r in remote_rows] == local_rows  # Bit for bit.
+  for row in remote_rows:
+    assert int(row['worker0_sent_bytes']) > 0 and int(row['worker1_sent_bytes']) > 0
+    assert int(row['worker_sent_bytes']) == (int(row['worker0_sent_bytes'])
+                                             + int(row['worker1_sent_bytes']))
