@@ -119,17 +119,6 @@ def connect_as(uid, port):
   return bytes.fromhex(result.stdout.strip())
 
 
-def test_connecting_uid_reads_the_client_sockets_owner():
-  text = (
-      '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n'
-      '   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1\n'
-      '   1: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 222 1\n'
-      '   2: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 333 1\n')
-  assert worker_tls.connecting_uid(text, client_port=0xD431, server_port=0x1F90) == 1000
-  assert worker_tls.connecting_uid(text, client_port=0x1F90, server_port=0xD431) == 0
-  assert worker_tls.connecting_uid(text, client_port=1, server_port=0x1F90) is None
-
-
 def test_a_dead_executor_stops_the_worker_with_exit_code_1(tmp_path):
   proc = worker_lib.spawn(log_file=str(tmp_path / 'worker.log'))
   os.kill(proc.executor_pid, signal.SIGKILL)
