@@ -1,4 +1,6 @@
-"""Tests for datasets.shakespeare on a tiny fake of Gutenberg's 1994 layout."""
+"""Tests for datasets.shakespeare and the parser of datasets.shakespeare_plays, on a
+tiny fake of Gutenberg's 1994 layout (the vocabulary and sequences:
+test_shakespeare_sequences.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from datasets import base
 from datasets import federated
 from datasets import registry
 from datasets import shakespeare
-from models import lstm
 
 # Two plays (the usual layout and The Comedy of Errors' unindented one), the
 # sonnets, World Library notices, a Gutenberg header and footer; traps that
@@ -34,7 +35,6 @@ THE SONNETS
 by William Shakespeare
 
 
-
                      1
   From fairest creatures we desire increase,
   WILL. TRAP: the sonnets have no speaking roles.
@@ -42,7 +42,6 @@ by William Shakespeare
 
 
 THE END
-
 
 
 1600
@@ -101,7 +100,6 @@ WITH PERMISSION.  ELECTRONIC AND MACHINE READABLE COPIES MAY BE
 COMMERCIALLY.  PROHIBITED COMMERCIAL DISTRIBUTION INCLUDES BY ANY>>
 
 
-
 1593
 
 THE COMEDY OF BAR
@@ -142,7 +140,6 @@ Enter ADRIANA
   Luce two.
 
 THE END
-
 
 
 End of this Etext of The Complete Works of William Shakespeare
@@ -361,84 +358,6 @@ def test_load_with_too_high_min_role_lines_is_one_line(data_dir):
       f'Shakespeare: no role in {data_dir / "100.txt"} has >= 7 lines'
       ' (min_role_lines=7); lower it (2 = the paper)'
   )
-
-
-# --------------------------------------------------------------- vocabulary
-
-
-def test_vocabulary_ids_and_round_trip():
-  vocab = shakespeare.build_vocabulary()
-  assert vocab.size == shakespeare.VOCAB_SIZE == 258
-  assert shakespeare.PAD_ID == 0 and shakespeare.OOV_ID == 1
-  ids = vocab.encode('A\n\xe9')
-  assert ids.dtype == np.int32
-  np.testing.assert_array_equal(ids, [ord('A') + 2, ord('\n') + 2, 0xE9 + 2])
-  text = "O Romeo, Romeo! wherefore art thou Romeo?\n\tCafé ~\x00\xff"
-  assert vocab.decode(vocab.encode(text)) == text
-  assert vocab.decode([0, 67, 0]) == 'A'  # PAD decodes to nothing.
-
-
-def test_vocabulary_out_of_vocabulary():
-  vocab = shakespeare.build_vocabulary()
-  np.testing.assert_array_equal(vocab.encode('a\u2019\u20ac'),
-                                [ord('a') + 2, 1, 1])
-  assert vocab.decode([1]) == '\ufffd'
-  with pytest.raises(base.DatasetError) as err:
-    vocab.decode([258])
-  assert '[0, 258)' in one_line(err)
-
-
-def test_vocab_size_is_the_one_that_gives_the_papers_parameter_count():
-  # char_lstm((80,), 258, peepholes=True) has the paper's 866,578 parameters.
-  assert shakespeare.VOCAB_SIZE == lstm.PAPER_VOCAB_SIZE
-
-
-# ---------------------------------------------------------------- sequences
-
-
-def test_encode_sequences_exact_chunks_and_shift():
-  text = ''.join(chr(ord('a') + i % 26) for i in range(2 * 81))
-  ids = shakespeare.build_vocabulary().encode(text)
-  x, y = shakespeare.encode_sequences(text)
-  assert x.shape == y.shape == (2, shakespeare.SEQUENCE_LENGTH)
-  assert x.dtype == y.dtype == np.int32
-  np.testing.assert_array_equal(x[0], ids[0:80])
-  np.testing.assert_array_equal(y[0], ids[1:81])  # The next character.
-  np.testing.assert_array_equal(x[1], ids[81:161])
-  np.testing.assert_array_equal(y[1], ids[82:162])
-  np.testing.assert_array_equal(y[:, :-1], x[:, 1:])
-
-
-def test_encode_sequences_pads_the_last_chunk():
-  text = 'x' * 81 + '0123456789'  # 91 characters: a chunk of 81, then 10.
-  ids = shakespeare.build_vocabulary().encode(text)
-  x, y = shakespeare.encode_sequences(text)
-  assert x.shape == (2, 80)
-  np.testing.assert_array_equal(x[1, :10], ids[81:91])
-  np.testing.assert_array_equal(y[1, :9], ids[82:91])
-  assert (x[1, 10:] == shakespeare.PAD_ID).all()
-  assert (y[1, 9:] == shakespeare.PAD_ID).all()  # No target after the text.
-  assert decode_rows(x, y) == text
-
-
-@pytest.mark.parametrize(
-    'n, num', [(0, 0), (1, 0), (2, 1), (81, 1), (82, 1), (83, 2), (162, 2),
-               (163, 2), (164, 3)],
-)
-def test_encode_sequences_count(n, num):
-  x, y = shakespeare.encode_sequences('q' * n)
-  assert len(x) == len(y) == num
-
-
-def test_encode_sequences_drops_a_last_chunk_without_target():
-  x, y = shakespeare.encode_sequences('y' * 82)  # The 82nd char: no target.
-  assert x.shape == y.shape == (1, 80)
-  x, y = shakespeare.encode_sequences('ab')
-  np.testing.assert_array_equal(x[0, :3], [ord('a') + 2, ord('b') + 2, 0])
-  np.testing.assert_array_equal(y[0, :2], [ord('b') + 2, 0])
-  for text in ('', 'z'):
-    x, y = shakespeare.encode_sequences(text)
-    assert x.shape == y.shape == (0, 80) and x.dtype == np.int32
 
 
 # ------------------------------------------------------------------ loading
