@@ -16,69 +16,40 @@ Partitioners (one per concept, as in the papers they come from):
   client has `min_size` examples (FedML / FedGKT's `hetero` partition).
 * `natural`: one client per group id (e.g. EMNIST writers).
 
-`label_histogram` / `format_histogram` report what each client holds, and
-`split_test_like_train` gives each client a test set drawn from the classes it
-trains on (for personalization metrics). `PARTITIONERS` maps a flag value to a
-partitioner with the uniform signature
+`PARTITIONERS` maps a flag value to a partitioner with the uniform signature
 `(labels, num_clients, *, seed, **options)`.
+
+`PartitionError` and the shared argument checks are in `partition_base`;
+what a partition gives each client (`label_histogram`, `format_histogram`,
+`split_test_like_train`) is in `partition_stats`. Their public names are
+re-exported here, where callers have always found them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
-
-class PartitionError(ValueError):
-  """One-line error: the requested partition is impossible or malformed."""
-
-
-def _rng(seed: int) -> np.random.Generator:
-  """A generator for `seed`, rejecting seeds numpy would reject less clearly."""
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-    raise PartitionError(f'seed must be an int, got {seed!r}')
-  if seed < 0:
-    raise PartitionError(f'seed must be >= 0, got {seed}')
-  return np.random.default_rng(int(seed))
-
-
-def _check_int(name: str, value: Any, minimum: Optional[int]) -> int:
-  """Returns `value` as an int, or raises if it is not an int >= `minimum`."""
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise PartitionError(f'{name} must be an int, got {value!r}')
-  if minimum is not None and value < minimum:
-    raise PartitionError(f'{name} must be >= {minimum}, got {value}')
-  return int(value)
+# pylint: disable=g-importing-member,unused-import
+from datasets.partition_base import PartitionError
+from datasets.partition_base import as_labels
+from datasets.partition_base import check_int
+from datasets.partition_base import finish
+from datasets.partition_base import seeded_rng
+from datasets.partition_stats import format_histogram
+from datasets.partition_stats import label_histogram
+from datasets.partition_stats import split_test_like_train
+# pylint: enable=g-importing-member,unused-import
 
 
 def _check_num_clients(num_examples: int, num_clients: int) -> None:
-  _check_int('num_clients', num_clients, 1)
+  check_int('num_clients', num_clients, 1)
   if num_examples < num_clients:
     raise PartitionError(
         f'cannot split {num_examples} examples among {num_clients} clients:'
         ' fewer examples than clients'
     )
-
-
-def _as_labels(labels: Any) -> np.ndarray:
-  """Returns labels as a 1-D int64 array of non-negative class ids."""
-  labels = np.asarray(labels)
-  if labels.ndim != 1:
-    raise PartitionError(
-        f'labels must be a 1-D array of class ids, got shape {labels.shape}'
-    )
-  if labels.size and not np.issubdtype(labels.dtype, np.integer):
-    raise PartitionError(f'labels must be integers, got dtype {labels.dtype}')
-  labels = labels.astype(np.int64, copy=False)
-  if labels.size and labels.min() < 0:
-    raise PartitionError(f'labels must be >= 0, got {labels.min()}')
-  return labels
-
-
-def _finish(parts: Sequence[Any]) -> list[np.ndarray]:
-  """Sorted int64 index arrays, the common output format."""
-  return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
 def iid(num_examples: int, num_clients: int, *, seed: int) -> list[np.ndarray]:
@@ -99,8 +70,8 @@ def iid(num_examples: int, num_clients: int, *, seed: int) -> list[np.ndarray]:
     PartitionError: fewer examples than clients, or bad arguments.
   """
   _check_num_clients(num_examples, num_clients)
-  perm = _rng(seed).permutation(num_examples)
-  return _finish(np.array_split(perm, num_clients))
+  perm = seeded_rng(seed).permutation(num_examples)
+  return finish(np.array_split(perm, num_clients))
 
 
 def shards(
@@ -132,9 +103,9 @@ def shards(
   Raises:
     PartitionError: fewer examples than shards, or bad arguments.
   """
-  labels = _as_labels(labels)
+  labels = as_labels(labels)
   _check_num_clients(len(labels), num_clients)
-  shards_per_client = _check_int('shards_per_client', shards_per_client, 1)
+  shards_per_client = check_int('shards_per_client', shards_per_client, 1)
   num_shards = num_clients * shards_per_client
   if len(labels) < num_shards:
     raise PartitionError(
@@ -142,12 +113,12 @@ def shards(
         f' shards_per_client = {num_shards} shards but only {len(labels)}'
         ' examples'
     )
-  rng = _rng(seed)
+  rng = seeded_rng(seed)
   perm = rng.permutation(len(labels))
   order = perm[np.argsort(labels[perm], kind='stable')]
   shard_list = np.array_split(order, num_shards)
   dealt = rng.permutation(num_shards).reshape(num_clients, shards_per_client)
-  return _finish(
+  return finish(
       [np.concatenate([shard_list[s] for s in row]) for row in dealt]
   )
 
@@ -172,7 +143,7 @@ def k_class_assignment(
   Raises:
     PartitionError: k outside [1, C], or N*k < C (some class would be unused).
   """
-  _check_int('classes_per_client', classes_per_client, None)
+  check_int('classes_per_client', classes_per_client, None)
   if not 1 <= classes_per_client <= num_classes:
     raise PartitionError(
         f'classes_per_client must be in [1, {num_classes}] (the number of'
@@ -217,7 +188,7 @@ def k_class(
   Raises:
     PartitionError: impossible k, or a client would end up with no example.
   """
-  labels = _as_labels(labels)
+  labels = as_labels(labels)
   _check_num_clients(len(labels), num_clients)
   classes = np.unique(labels)
   assignment = k_class_assignment(len(classes), num_clients, classes_per_client)
@@ -225,14 +196,14 @@ def k_class(
   for client, positions in enumerate(assignment):
     for pos in positions:
       holders[pos].append(client)
-  rng = _rng(seed)
+  rng = seeded_rng(seed)
   parts = [[] for _ in range(num_clients)]
   for pos, c in enumerate(classes):
     idx = rng.permutation(np.flatnonzero(labels == c))
     pieces = np.array_split(idx, len(holders[pos]))
     for client, piece in zip(holders[pos], pieces):
       parts[client].append(piece)
-  result = _finish([np.concatenate(p) for p in parts])
+  result = finish([np.concatenate(p) for p in parts])
   empty = [i for i, p in enumerate(result) if p.size == 0]
   if empty:
     raise PartitionError(
@@ -277,7 +248,7 @@ def dirichlet(
     PartitionError: alpha <= 0, num_clients * min_size > examples, or no draw
       met min_size within max_tries.
   """
-  labels = _as_labels(labels)
+  labels = as_labels(labels)
   n = len(labels)
   _check_num_clients(n, num_clients)
   if (
@@ -287,14 +258,14 @@ def dirichlet(
       or alpha <= 0
   ):
     raise PartitionError(f'alpha must be a finite number > 0, got {alpha!r}')
-  min_size = _check_int('min_size', min_size, 0)
-  max_tries = _check_int('max_tries', max_tries, 1)
+  min_size = check_int('min_size', min_size, 0)
+  max_tries = check_int('max_tries', max_tries, 1)
   if num_clients * min_size > n:
     raise PartitionError(
         f'dirichlet not possible: {num_clients} clients x min_size {min_size}'
         f' > {n} examples'
     )
-  rng = _rng(seed)
+  rng = seeded_rng(seed)
   class_indices = [np.flatnonzero(labels == c) for c in np.unique(labels)]
   concentration = np.full(num_clients, float(alpha))
   for _ in range(max_tries):
@@ -313,7 +284,7 @@ def dirichlet(
         pieces[client].append(piece)
         sizes[client] += len(piece)
     if sizes.min() >= min_size:
-      return _finish([np.concatenate(p) for p in pieces])
+      return finish([np.concatenate(p) for p in pieces])
   raise PartitionError(
       f'dirichlet(alpha={alpha}) gave some client fewer than min_size='
       f'{min_size} examples in {max_tries} tries; lower min_size or raise alpha'
@@ -339,147 +310,7 @@ def natural(groups: Any) -> list[np.ndarray]:
     )
   order = np.argsort(groups, kind='stable')
   _, starts = np.unique(groups[order], return_index=True)
-  return _finish(np.split(order, starts[1:]))
-
-
-def label_histogram(
-    labels: Any, parts: Sequence[np.ndarray], num_classes: int
-) -> np.ndarray:
-  """Counts of each class held by each client.
-
-  Args:
-    labels: 1-D int class labels of the partitioned examples.
-    parts: Index arrays, one per client (as returned by a partitioner).
-    num_classes: Number of classes (columns).
-
-  Returns:
-    int64 array of shape (len(parts), num_classes).
-
-  Raises:
-    PartitionError: a label is outside [0, num_classes).
-  """
-  labels = _as_labels(labels)
-  if labels.size and labels.max() >= num_classes:
-    raise PartitionError(
-        f'label {labels.max()} is outside [0, {num_classes}) for'
-        f' num_classes={num_classes}'
-    )
-  hist = np.zeros((len(parts), num_classes), dtype=np.int64)
-  for i, part in enumerate(parts):
-    hist[i] = np.bincount(labels[part], minlength=num_classes)
-  return hist
-
-
-def format_histogram(hist: np.ndarray, max_rows: int = 20) -> str:
-  """A readable table of a label histogram: client, n, then per-class counts.
-
-  Shows the first `max_rows` clients, then a line saying how many were left
-  out, then a line summarising sizes and classes per client over all clients.
-
-  Args:
-    hist: (clients, classes) counts, as from `label_histogram`.
-    max_rows: Maximum number of client rows printed.
-
-  Returns:
-    The table as a multi-line string (no trailing newline).
-  """
-  hist = np.asarray(hist, dtype=np.int64)
-  num_clients, num_classes = hist.shape
-  sizes = hist.sum(axis=1)
-  width = max(
-      [len(str(int(hist.max()))) if hist.size else 1]
-      + [len(str(c)) for c in range(num_classes)]
-  )
-  n_width = max(len('n'), len(str(int(sizes.max()))) if sizes.size else 1)
-  c_width = max(len('client'), len(str(max(num_clients - 1, 0))))
-  header = (
-      f'{"client":>{c_width}} {"n":>{n_width}} '
-      + ' '.join(f'{c:>{width}}' for c in range(num_classes))
-  )
-  lines = [header]
-  for i in range(min(num_clients, max_rows)):
-    lines.append(
-        f'{i:>{c_width}} {int(sizes[i]):>{n_width}} '
-        + ' '.join(f'{int(v):>{width}}' for v in hist[i])
-    )
-  if num_clients > max_rows:
-    lines.append(f'... ({num_clients - max_rows} more clients)')
-  if num_clients:
-    classes_held = (hist > 0).sum(axis=1)
-    lines.append(
-        f'{num_clients} clients, {int(sizes.sum())} examples; examples per'
-        f' client min/mean/max {int(sizes.min())}/{sizes.mean():.1f}/'
-        f'{int(sizes.max())}; classes per client min/mean/max'
-        f' {int(classes_held.min())}/{classes_held.mean():.1f}/'
-        f'{int(classes_held.max())}'
-    )
-  return '\n'.join(lines)
-
-
-def _proportional_counts(total: int, weights: np.ndarray) -> np.ndarray:
-  """Integer counts summing to `total`, proportional to `weights`.
-
-  Largest-remainder rounding; ties go to the earlier entry, so the result is
-  deterministic.
-  """
-  exact = total * weights / weights.sum()
-  counts = np.floor(exact).astype(np.int64)
-  remainder = total - counts.sum()
-  if remainder:
-    order = np.argsort(-(exact - counts), kind='stable')
-    counts[order[:remainder]] += 1
-  return counts
-
-
-def split_test_like_train(
-    test_labels: Any, train_hist: np.ndarray, *, seed: int
-) -> list[np.ndarray]:
-  """Per-client test sets whose label mix follows each client's train mix.
-
-  For each class c, the test examples of c are shuffled (seeded) and split,
-  disjointly, among the clients whose train histogram has class c,
-  proportionally to their train counts of c (largest-remainder rounding). A
-  client never gets a class it does not train on; test examples of a class no
-  client trains on go to no client (they remain in the central test set).
-
-  Args:
-    test_labels: 1-D int labels of the test set.
-    train_hist: (clients, classes) train label histogram.
-    seed: Seed of the per-class shuffles.
-
-  Returns:
-    One sorted int64 index array (into the test set) per client; possibly
-    empty for a client.
-
-  Raises:
-    PartitionError: a test label is outside the histogram's classes.
-  """
-  test_labels = _as_labels(test_labels)
-  train_hist = np.asarray(train_hist, dtype=np.int64)
-  if train_hist.ndim != 2:
-    raise PartitionError(
-        f'train_hist must be (clients, classes), got shape {train_hist.shape}'
-    )
-  num_clients, num_classes = train_hist.shape
-  if test_labels.size and test_labels.max() >= num_classes:
-    raise PartitionError(
-        f'test label {test_labels.max()} is outside the {num_classes} classes'
-        ' of train_hist'
-    )
-  rng = _rng(seed)
-  parts = [[] for _ in range(num_clients)]
-  for c in range(num_classes):
-    idx = np.flatnonzero(test_labels == c)
-    holders = np.flatnonzero(train_hist[:, c] > 0)
-    if idx.size == 0 or holders.size == 0:
-      continue
-    idx = rng.permutation(idx)
-    counts = _proportional_counts(len(idx), train_hist[holders, c])
-    for client, piece in zip(holders, np.split(idx, np.cumsum(counts)[:-1])):
-      parts[client].append(piece)
-  return _finish(
-      [np.concatenate(p) if p else np.zeros(0, np.int64) for p in parts]
-  )
+  return finish(np.split(order, starts[1:]))
 
 
 # The registry: a flag value -> a partitioner with a uniform signature.
