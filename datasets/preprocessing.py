@@ -7,12 +7,26 @@ float32 division the loaders used to do) on the batch, or on the example
 before augmentation. Datasets already in float (digits, EMNIST, synthetic) or
 integer tokens (Shakespeare) feed their arrays as they are. Two need more:
 
-* CIFAR-10/100 (the FedAvg paper follows the TensorFlow CIFAR-10 tutorial): at
-  training time a random 24x24 crop, a random left-right flip, brightness and
-  contrast jitter, then per-image whitening; at test time the central 24x24
-  crop, whitened. The model's input is therefore 24x24x3. Random ops are
-  stateless and take a per-example seed from the client pipeline, so runs (and
-  resumed runs) are reproducible.
+* CIFAR-10/100 has two pipelines (`--cifar_input`, `CIFAR_INPUTS`):
+  - 'crop24' (default; the FedAvg paper's, from the TensorFlow CIFAR-10
+    tutorial): at training time a random 24x24 crop, a random left-right flip,
+    brightness and contrast jitter, then per-image whitening; at test time the
+    central 24x24 crop, whitened. The model's input is 24x24x3.
+  - 'pad32' (the standard augmentation of the CIFAR ResNet/MobileNet papers,
+    used by FedPer's MobileNet-v1 and FedGKT's ResNets, which are defined on
+    32x32): at training time the image padded with 4 black pixels on each side,
+    a random 32x32 crop of it and a random left-right flip; then, train and
+    test alike, per-channel normalization (x - mean_c) / std_c with the
+    dataset's published training-set statistics. At test time the whole image.
+    The model's input is 32x32x3. Per-channel normalization rather than
+    per-image standardization: it is what the reference implementations do
+    (FedGKT's released code: torchvision's RandomCrop(32, padding=4),
+    RandomHorizontalFlip, Normalize(CIFAR_MEAN, CIFAR_STD)), and being one fixed
+    affine map per channel it keeps each image's brightness and contrast, which
+    per-image standardization removes; the statistics are those of the 50,000
+    training images (the held-out data_batch_5 changes them in the 4th decimal).
+  Random ops are stateless and take a per-example seed from the client
+  pipeline, so runs (and resumed runs) are reproducible.
 * Shakespeare: the label 0 is padding at the end of a role's last sequence; it
   is excluded from the loss and the accuracy (the paper's accuracy).
 """
@@ -29,6 +43,16 @@ import tensorflow as tf
 from datasets import shakespeare
 
 CIFAR_CROP = (24, 24, 3)
+CIFAR_FULL = (32, 32, 3)
+CIFAR_PAD = 4
+CIFAR_INPUTS = ('crop24', 'pad32')
+CIFAR_DATASETS = ('cifar10', 'cifar100')
+# Per-channel (R, G, B) mean and std of the training images, pixels in [0, 1]
+# (the published values; CIFAR-10's checked on the 50,000 training images).
+CIFAR_CHANNEL_STATS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
 
 
 def pixels_to_float(x: tf.Tensor) -> tf.Tensor:
@@ -79,8 +103,36 @@ def cifar_eval_map(x):
   return tf.image.per_image_standardization(x)
 
 
+def normalize_channels(x: tf.Tensor, dataset: str) -> tf.Tensor:
+  """(x - mean_c) / std_c per channel, x in [0, 1] (one image or a batch)."""
+  mean, std = CIFAR_CHANNEL_STATS[dataset]
+  return (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def cifar_pad32_train_map(dataset: str) -> Callable[[Any, tf.Tensor], Any]:
+  """`dataset`'s 'pad32' training map: pad 4 (black) + random 32x32 crop + flip, normalized."""
+  def train_map(element, seed):
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    x = pixels_to_float(element['x'])
+    x = tf.pad(x, [[CIFAR_PAD, CIFAR_PAD], [CIFAR_PAD, CIFAR_PAD], [0, 0]])
+    x = tf.image.stateless_random_crop(x, CIFAR_FULL, seeds[0])
+    x = tf.image.stateless_random_flip_left_right(x, seeds[1])
+    return collections.OrderedDict(x=normalize_channels(x, dataset), y=element['y'])
+  return train_map
+
+
+def cifar_pad32_eval_map(dataset: str) -> Callable[[tf.Tensor], tf.Tensor]:
+  """`dataset`'s 'pad32' test map: the whole image, normalized (one image or a batch)."""
+  return lambda x: normalize_channels(pixels_to_float(x), dataset)
+
+
 _CIFAR = Preprocessing(train_map=cifar_train_map, eval_map=cifar_eval_map,
                        model_input_shape=CIFAR_CROP)
+_CIFAR_PAD32 = {
+    name: Preprocessing(train_map=cifar_pad32_train_map(name), eval_map=cifar_pad32_eval_map(name),
+                        model_input_shape=CIFAR_FULL)
+    for name in CIFAR_DATASETS
+}
 _TEXT = Preprocessing(ignore_label=shakespeare.PAD_ID)
 _PIXELS = Preprocessing(eval_map=pixels_to_float, batch_map=pixels_to_float)
 
@@ -93,8 +145,24 @@ PREPROCESSING: dict[str, Preprocessing] = {
 }
 
 
-def preprocessing_for(dataset: str) -> Preprocessing:
-  """The dataset's transforms (identity for datasets not listed)."""
+def preprocessing_for(dataset: str, *, cifar_input: str = 'crop24') -> Preprocessing:
+  """The dataset's transforms (identity for datasets not listed).
+
+  Args:
+    dataset: a dataset name of `datasets.registry`.
+    cifar_input: CIFAR's pipeline, one of `CIFAR_INPUTS` (see the module
+      docstring); anything but the default 'crop24' is only for CIFAR.
+
+  Raises:
+    ValueError: an unknown `cifar_input`, or 'pad32' for a non-CIFAR dataset.
+  """
+  if cifar_input not in CIFAR_INPUTS:
+    raise ValueError(f'--cifar_input={cifar_input!r}: allowed: {", ".join(CIFAR_INPUTS)}')
+  if cifar_input != 'crop24':
+    if dataset not in CIFAR_DATASETS:
+      raise ValueError(f'--cifar_input={cifar_input}: only for --dataset=cifar10 or cifar100, '
+                       f'not {dataset}')
+    return _CIFAR_PAD32[dataset]
   return PREPROCESSING.get(dataset, Preprocessing())
 
 

@@ -77,7 +77,7 @@ def make_task(cfg: ExperimentConfig, data: federated_lib.FederatedData, *,
   `files_dir`: where the clients' arrays are written for the TFF worker to
   read (created at the first round; None keeps them in the requests).
   """
-  prep = preprocessing_lib.preprocessing_for(cfg.dataset)
+  prep = preprocessing_lib.preprocessing_for(cfg.dataset, cifar_input=cfg.cifar_input)
   input_shape = tuple(prep.model_input_shape or data.input_shape)
   builder = functools.partial(
       model_registry.build_model, cfg.model, input_shape, data.num_classes

@@ -11,6 +11,7 @@ import math
 from typing import Optional, Union
 
 from datasets import partition as partition_lib
+from datasets import preprocessing as preprocessing_lib
 from datasets import registry as dataset_registry
 from models import registry as model_registry
 from tff_programs import options
@@ -54,6 +55,8 @@ class DataOptions(options.Options):
   classes_per_client: int = option(2, 'k_class partition: at most this many classes per client.')
   dirichlet_alpha: float = option(0.5, 'dirichlet partition: concentration alpha (smaller = more skewed).',
                                   check=options.number_in(0, math.inf, low_open=True, high_open=True))
+  cifar_input: str = option('crop24', "cifar10/cifar100 input pipeline: crop24 (the FedAvg paper's: random 24x24 crops, flips, brightness/contrast jitter, per-image whitening; test: the central 24x24 crop; models see 24x24x3) | pad32 (the standard 32x32 one of FedPer's MobileNet and FedGKT's ResNets: pad 4 + random 32x32 crop + flip, per-channel mean/std normalization; test: the whole image; models see 32x32x3).",
+                            allowed=preprocessing_lib.CIFAR_INPUTS)
 
   def check(self) -> None:
     try:
@@ -61,6 +64,9 @@ class DataOptions(options.Options):
           self.dataset, dataset_registry.DatasetOptions(min_role_lines=self.min_role_lines))
     except ValueError as e:
       raise ConfigError(str(e)) from None
+    if self.cifar_input != 'crop24' and self.dataset not in preprocessing_lib.CIFAR_DATASETS:
+      raise ConfigError(f'--cifar_input={self.cifar_input}: only for --dataset=cifar10 or cifar100 '
+                        f'(not {self.dataset}); leave it at crop24')
 
   @property
   def partition_options(self) -> dict:
