@@ -100,14 +100,23 @@ def value_encoding(factory: object, shape: Sequence[int]) -> ValueEncoding:
   return FLOAT32
 
 
-# Aggregators whose costs depend on the data (RPN with a threshold) report them
-# as measurements under these names; they override the static costs.
+# Aggregators whose costs depend on the data or the round (RPN with a filter
+# threshold, RPN's full rounds) report each round's under these names, as
+# measurements of `next` (summed over the clients for uploads, the broadcast to
+# one client for downloads); an algorithm that finds all four uses them for the
+# round's row instead of the static costs.
 MEASURED_KEYS = ('upload_values', 'upload_bytes', 'download_values', 'download_bytes')
 
 
 @runtime_checkable
 class CostedFactory(Protocol):
-  """An aggregation factory that knows what its clients upload and the server sends."""
+  """An aggregation factory that knows what its clients upload and the server sends.
+
+  These static costs are what the algorithms know before a round runs; when
+  the factory's process also reports `MEASURED_KEYS`, the measured values
+  override them in every round's row (so a factory whose rounds differ, like
+  RPN with full rounds, states the usual round's cost here).
+  """
 
   def upload_cost(self, shapes: Sequence[Sequence[int]]) -> TransmissionCost:
     """Per-client upload for model tensors (trainable weights) of these shapes."""

@@ -11,6 +11,9 @@ Learning". A client's residual R = M^t - M^{t-1} is compressed per tensor:
 * Filter selection: a filter's contribution is the sum of its kernel elements in
   R; only filters with |contribution| > threshold are sent (threshold 0 = all),
   plus a 1-bit-per-filter mask saying which.
+* Full rounds (FedSuite's variant, not the paper's): pooling never transmits a
+  kernel's spatial pattern, so every K-th round (`is_full_round`) may send the
+  residual unpooled instead.
 
 What a "filter" is depends on the layer: for a regular convolution the last axis
 (output channel) indexes filters; for a depthwise convolution (s, s, in, mult)
@@ -91,6 +94,29 @@ def pool(x: tf.Tensor, kind: str) -> tf.Tensor:
 def unpool(pooled: tf.Tensor, shape: Shape) -> tf.Tensor:
   """Adds the pooled mean at every spatial position: broadcast back to `shape`."""
   return tf.broadcast_to(pooled, shape)
+
+
+def pooled_of_unpooled(x: tf.Tensor, kind: str) -> tf.Tensor:
+  """The pooled tensor an unpooled (spatially constant) tensor came from.
+
+  Its values at the first spatial position, in the pooled shape: a slice, so
+  exactly the pooled values (no arithmetic); identity if not poolable.
+  """
+  if not is_poolable(x.shape, kind):
+    return x
+  axes = spatial_axes(x.shape, kind)
+  return x[tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.shape.rank))]
+
+
+def is_full_round(round_num: Union[int, tf.Tensor], full_every: int) -> tf.Tensor:
+  """bool: round `round_num` (1-based) sends full, unpooled kernels.
+
+  Every `full_every`-th round (rounds K, 2K, ...); never when `full_every` is 0
+  (RPN as the paper: every round pooled).
+  """
+  if full_every == 0:
+    return tf.constant(False)
+  return tf.equal(tf.math.floormod(tf.cast(round_num, tf.int64), full_every), 0)
 
 
 def filter_contributions(residual: tf.Tensor, kind: str) -> tf.Tensor:

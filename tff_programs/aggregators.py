@@ -43,6 +43,9 @@ class RPNOptions(options.Options):
 
   rpn_threshold: float = option(0.0, 'rpn: send only conv filters whose |sum of residual kernel elements| exceeds this (0 = all filters).',
                                 check=lambda v: None if v >= 0 else 'must be >= 0 (0 = send every filter)')
+  rpn_full_every: int = option(0, 'rpn: every K-th round clients send, and the server broadcasts, full unpooled '
+                               "kernels (their spatial pattern); the other rounds are pooled (0 = never, the paper's RPN).",
+                               check=options.int_at_least(0, ' (0 = never)'))
 
 
 class NoOptions(options.Options):
@@ -72,7 +75,8 @@ def _quantized(opts: QuantizationOptions, kinds: Kinds, inner: Factory) -> Facto
 
 
 def _rpn(opts: RPNOptions, kinds: Kinds, inner: Factory) -> Factory:
-  return rpn_aggregator.RPNFactory(inner, threshold=opts.rpn_threshold, kinds=kinds)
+  return rpn_aggregator.RPNFactory(inner, threshold=opts.rpn_threshold, kinds=kinds,
+                                   full_every=opts.rpn_full_every)
 
 
 AGGREGATORS: dict[str, AggregatorSpec] = {spec.name: spec for spec in (

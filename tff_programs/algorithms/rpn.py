@@ -4,7 +4,9 @@
 statistics variant) with the RPN aggregator (`compression.rpn_aggregator`)
 around whatever `--aggregator` names (`--aggregator=quantized`: RPN + 8-bit),
 uniform client weights by default as in the paper (`--rpn_weighting`). The
-same pooling is available to any algorithm as `--aggregator=rpn`.
+same pooling is available to any algorithm as `--aggregator=rpn`, whose
+options (`--rpn_threshold`, `--rpn_full_every`: full unpooled kernels every
+K-th round) the preset shares.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Optional
 
 from compression import rpn
 from compression import rpn_aggregator
+from tff_programs import aggregators
 from tff_programs import options
 from tff_programs import sections
 from tff_programs.algorithms import base
@@ -25,8 +28,8 @@ class RPNPresetOptions(options.Options):
 
   SECTION = 'Algorithm: rpn (Huang et al. 2020)'
 
-  rpn_threshold: float = option(0.0, 'rpn: send only conv filters whose |sum of residual kernel elements| exceeds this (0 = all filters).',
-                                check=lambda v: None if v >= 0 else 'must be >= 0 (0 = send every filter)')
+  rpn_threshold: float = options.same_as(aggregators.RPNOptions, 'rpn_threshold')
+  rpn_full_every: int = options.same_as(aggregators.RPNOptions, 'rpn_full_every')
   rpn_weighting: str = option('uniform', 'rpn: uniform (1/m, the paper) | num_examples (n_k/n).',
                               allowed=('uniform', 'num_examples'))
   client_momentum: float = options.same_as(fedavg.FedAvgOptions, 'client_momentum')
@@ -41,7 +44,7 @@ def build(task: base.Task, training: sections.ClientTrainingOptions, opts: RPNPr
                               'that aggregates the pooled residuals (mean or quantized)')
   template = task.model_builder()
   pooled = rpn_aggregator.RPNFactory(aggregator, threshold=opts.rpn_threshold,
-                                     kinds=rpn.kinds_from_keras(template))
+                                     kinds=rpn.kinds_from_keras(template), full_every=opts.rpn_full_every)
   fedavg_opts = fedavg.FedAvgOptions(client_weighting=opts.rpn_weighting,
                                      client_momentum=opts.client_momentum,
                                      server_learning_rate=opts.server_learning_rate)
