@@ -250,8 +250,11 @@ def _pct(target: float) -> str:
 
 def markdown_report(table: Sequence[TableRow], *, title: str, description: str = '',
                     source: str = '', target: float,
-                    extra_targets: Sequence[float] = ()) -> str:
-  """report.md: the comparison table, other targets, every rate tried, notes."""
+                    extra_targets: Sequence[float] = (), notes: Sequence[str] = ()) -> str:
+  """report.md: the comparison table, other targets, every rate tried, notes.
+
+  `notes`: more lines for the notes (the dataset's notes, choices made).
+  """
   t = _pct(target)
   lines = [f'# {title}', '']
   if description:
@@ -307,7 +310,8 @@ def markdown_report(table: Sequence[TableRow], *, title: str, description: str =
           f'| {row.label} | {run.learning_rate:g}{mark} | {run.rounds_completed}{budget} '
           f'| {_rounds(run.rounds_to_target)} | {_accuracy(run.final_accuracy)} '
           f'| {_accuracy(run.best_accuracy)} | {loss} |')
-  notes = [f'- {row.label}: {row.paper_note}' for row in table if row.paper_note]
+  notes = [f'- {note}' for note in notes] + [
+      f'- {row.label}: {row.paper_note}' for row in table if row.paper_note]
   if any(row.chosen_at_grid_edge for row in table):
     notes.append('- (grid edge): the chosen rate is the smallest or largest tried; the best '
                  'rate may lie outside the grid (widen it with --lr_points or --lr_grid).')
@@ -410,8 +414,11 @@ def plot_loss(curves: Mapping[str, Rows], path: str, *, title: str = '') -> str:
 
 def write_report(table: Sequence[TableRow], out_dir: str, *, title: str, target: float,
                  description: str = '', source: str = '', extra_targets: Sequence[float] = (),
-                 header: Optional[Mapping[str, Any]] = None) -> dict[str, str]:
+                 header: Optional[Mapping[str, Any]] = None,
+                 notes: Sequence[str] = ()) -> dict[str, str]:
   """Writes report.md, results.json, accuracy.png and train_loss.png into `out_dir`.
+
+  `notes` go to the report's notes and to results.json.
 
   Returns:
     File kind ('report', 'results', 'accuracy_plot', 'loss_plot') -> path.
@@ -424,10 +431,10 @@ def write_report(table: Sequence[TableRow], out_dir: str, *, title: str, target:
       'loss_plot': os.path.join(out_dir, LOSS_PLOT),
   }
   text = markdown_report(table, title=title, description=description, source=source,
-                         target=target, extra_targets=extra_targets)
+                         target=target, extra_targets=extra_targets, notes=notes)
   data = results_json(table, title=title, description=description, source=source,
                       target_accuracy=target, extra_targets=list(extra_targets),
-                      **(header or {}))
+                      notes=list(notes), **(header or {}))
   for kind, content in (('report', text), ('results', json.dumps(data, indent=2) + '\n')):
     tmp = paths[kind] + '.tmp'
     with open(tmp, 'w') as f:

@@ -28,6 +28,13 @@ part in the choice too, so a grid can be widened step by step. Then
   accuracy.png       test accuracy vs rounds (chosen rates), target in gray
   train_loss.png     training loss vs rounds, log scale
 
+Comparisons (`tff_programs/paper_comparisons.py`: FedPer, FedGKT and RPN on
+CIFAR-10, the MNIST Table 2 row over seeds) are the second kind: named runs,
+each with its own rate(s), rounds and seeds, compared per round and at the end
+with the paper's numbers (`tff_programs/reproduce_comparison.py`; report.md,
+results.json, accuracy.png, traffic.png, personalized.png). --only takes run
+names, --seed one seed; the grid flags are for the FedAvg tables only.
+
 Learning-rate grids (--lr_grid): 'paper3' / 'paper6' are the paper's
 multiplicative grids (neighbouring rates differ by 10^(1/3) / 10^(1/6)) with
 --lr_points rates around --lr_center; or an explicit list like 0.02,0.05,0.1.
@@ -39,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import re
 import signal
@@ -53,17 +59,21 @@ quiet_tf.silence_cpp_logs(sys.argv)
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
+from tff_programs import comparisons
 from tff_programs import experiment as experiment_lib
+from tff_programs import paper_comparisons
 from tff_programs import paper_experiments
 from tff_programs import report as report_lib
-from tff_programs import run_outputs
+from tff_programs import reproduce_comparison
+from tff_programs import run_folders
 
 # Flags live in their own FlagValues (not absl's global FLAGS): this program
 # shares flag names with train.py (--data_dir, --seed, ...) and both may be
 # imported into one process (tests, notebooks).
 FLAGS = flags.FlagValues()
-flags.DEFINE_string('experiment', None, 'The paper table to reproduce; see --list. Names: '
-                    + ', '.join(paper_experiments.EXPERIMENTS) + '.', flag_values=FLAGS)
+flags.DEFINE_string('experiment', None, 'The paper table or comparison to reproduce; see --list. '
+                    'Names: ' + ', '.join([*paper_experiments.EXPERIMENTS,
+                                         *paper_comparisons.COMPARISONS]) + '.', flag_values=FLAGS)
 flags.DEFINE_bool('list', False, 'Print every experiment with its settings, paper numbers and '
                   'rounds budgets, and exit.', flag_values=FLAGS)
 flags.DEFINE_string('data_dir', None, 'Folder with the dataset files (as train.py --data_dir; '
@@ -82,12 +92,14 @@ flags.DEFINE_integer('max_rounds', None, 'Rounds of every run, replacing the per
                      'budgets (about 1.5x the paper\'s rounds to target; see --list). Finished '
                      'shorter runs are extended, longer ones reused and cut here.',
                      flag_values=FLAGS)
-flags.DEFINE_list('only', None, 'Run only these settings (slugs from --list, or labels); the '
-                  'report still includes every setting with runs on disk.', flag_values=FLAGS)
-flags.DEFINE_integer('seed', 0, 'Seed of every run (initialization, partition, sampling).',
+flags.DEFINE_list('only', None, 'Run only these settings or runs (slugs from --list, or labels); '
+                  'the report still includes every one with runs on disk.', flag_values=FLAGS)
+flags.DEFINE_integer('seed', None, 'Seed of every run (initialization, partition, sampling); '
+                     "default: 0 for the FedAvg tables, a comparison's own seeds.",
                      flag_values=FLAGS)
-flags.DEFINE_bool('export', False, 'Also export each run\'s final model (.keras, SavedModel, '
-                  '.tflite); off: the comparison does not need it.', flag_values=FLAGS)
+flags.DEFINE_bool('export', None, 'Export each run\'s final model (.keras, SavedModel, .tflite); '
+                  "default: the experiment's (on for the issue #15 experiments, off for the "
+                  'FedAvg tables, whose comparison does not need it).', flag_values=FLAGS)
 flags.DEFINE_bool('report_only', False, 'Train nothing: rebuild the report from the runs on '
                   'disk.', flag_values=FLAGS)
 flags.DEFINE_bool('progress', None, 'Force the per-run progress bar on/off (default: on when '
@@ -101,8 +113,7 @@ flags.DEFINE_string('worker_binary', None, 'A user-built TFF executor service (a
 flags.DEFINE_bool('help', False, 'Show this help and exit.', short_name='h', flag_values=FLAGS)
 
 USER_ERRORS = (ValueError, FileNotFoundError)
-# Config keys that do not make two runs different results (besides the rate).
-_IGNORED_KEYS = run_outputs.RESUMABLE_KEYS | {'data_dir', 'run_name', 'client_learning_rate'}
+run_status = run_folders.run_status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,45 +130,6 @@ def run_name(setting: paper_experiments.Setting, learning_rate: float, seed: int
   return f'{setting.slug}-lr{learning_rate:g}-seed{seed}'
 
 
-def _read_json(path: str) -> Optional[dict]:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
-def _check_same_run(run_dir: str, cfg: experiment_lib.ExperimentConfig) -> None:
-  """Raises RunDirError if the folder's run used settings other than `cfg`'s."""
-  saved = _read_json(os.path.join(run_dir, 'config.json'))
-  if saved is None:
-    return
-  now = cfg.to_json()
-  # A field added to ExperimentConfig after the run was made is no difference
-  # while it keeps its default (the run behaved as the default).
-  defaults = experiment_lib.ExperimentConfig().to_json()
-  differing = sorted(
-      k for k in set(saved) | set(now)
-      if k not in _IGNORED_KEYS and saved.get(k, defaults.get(k)) != now.get(k))
-  if differing:
-    details = ', '.join(f'{k} (saved {saved.get(k)!r}, now {now.get(k)!r})' for k in differing)
-    raise run_outputs.RunDirError(
-        f'{run_dir} holds a run with other settings: {details}; delete it or choose '
-        'another --output_dir')
-
-
-def run_status(cfg: experiment_lib.ExperimentConfig) -> str:
-  """'reuse' if the run folder holds a finished run of at least cfg.rounds
-  rounds, 'resume' if it holds a started one, else 'new'."""
-  if not os.path.exists(os.path.join(cfg.run_dir, 'config.json')):
-    return 'new'
-  _check_same_run(cfg.run_dir, cfg)
-  summary = _read_json(os.path.join(cfg.run_dir, 'summary.json')) or {}
-  if summary.get('stopped_at_target') or summary.get('rounds_completed', 0) >= cfg.rounds:
-    return 'reuse'
-  return 'resume'
-
-
 def _runs_dir(output_dir: str, name: str) -> str:
   return os.path.join(output_dir, name, 'runs')
 
@@ -165,7 +137,7 @@ def _runs_dir(output_dir: str, name: str) -> str:
 def plan(
     name: str, *, output_dir: str, learning_rates: Sequence[float],
     settings: Sequence[paper_experiments.Setting], max_rounds: Optional[int] = None,
-    seed: int = 0, data_dir: Optional[str] = None, export: bool = False,
+    seed: int = 0, data_dir: Optional[str] = None, export: Optional[bool] = None,
     executor: Optional[dict] = None,
 ) -> list[PlannedRun]:
   """The runs of `settings` x `learning_rates`, validated, with their status.
@@ -174,6 +146,7 @@ def plan(
   worker_tls_dir, worker_binary); it changes no result.
   """
   exp = paper_experiments.get_experiment(name)
+  export = exp.export if export is None else export
   planned = []
   for setting in settings:
     for lr in learning_rates:
@@ -210,16 +183,15 @@ def execute(planned: Sequence[PlannedRun], *, show_progress: Optional[bool] = No
         f'{p.config.target_accuracy:g}: {_rounds_text(s["rounds_to_target"])}')
 
 
-def _rows_until(run_dir: str, rounds: int) -> list[dict[str, str]]:
-  rows = run_outputs.RunOutputs(run_dir).read_metrics()
-  return [r for r in rows if int(r['round']) <= rounds]
-
-
 def collect(
     name: str, *, output_dir: str, learning_rates: Sequence[float],
     max_rounds: Optional[int] = None, seed: int = 0, log: Callable[[str], None] = print,
+    folders: Optional[list[str]] = None,
 ) -> list[report_lib.SettingRuns]:
-  """Every setting's runs on disk (the grid's and earlier grids'), cut at its budget."""
+  """Every setting's runs on disk (the grid's and earlier grids'), cut at its budget.
+
+  `folders`, if given, receives the run folders read (for their data notes).
+  """
   exp = paper_experiments.get_experiment(name)
   runs_dir = _runs_dir(output_dir, name)
   result = []
@@ -241,11 +213,13 @@ def collect(
       if not os.path.exists(os.path.join(cfg.run_dir, 'metrics.csv')):
         continue
       try:
-        _check_same_run(cfg.run_dir, cfg)
-      except run_outputs.RunDirError as e:
+        run_folders.check_same_run(cfg.run_dir, cfg)
+      except ValueError as e:
         log(f'skipped in the report: {e}')
         continue
-      runs[lr] = _rows_until(cfg.run_dir, rounds)
+      runs[lr] = run_folders.rows_until(cfg.run_dir, rounds)
+      if folders is not None:
+        folders.append(cfg.run_dir)
     result.append(report_lib.SettingRuns(
         label=setting.label, runs=runs, paper_rounds=setting.paper_rounds,
         paper_note=setting.paper_note, baseline_label=exp.baseline_of(setting),
@@ -253,13 +227,25 @@ def collect(
   return result
 
 
+def get_experiment(name: Optional[str]) -> 'paper_experiments.Experiment | comparisons.Comparison':
+  """A FedAvg table or a comparison by name; a one-line error lists every name."""
+  if name in paper_comparisons.COMPARISONS:
+    return paper_comparisons.COMPARISONS[name]
+  if name not in paper_experiments.EXPERIMENTS:
+    names = [*paper_experiments.EXPERIMENTS, *paper_comparisons.COMPARISONS]
+    given = f'--experiment={name!r}: unknown' if name else '--experiment is required'
+    raise paper_experiments.ExperimentError(f'{given}; allowed: {", ".join(names)}')
+  return paper_experiments.EXPERIMENTS[name]
+
+
 def reproduce(
     name: str, *, data_dir: Optional[str] = None, output_dir: str = 'runs/reproduce',
     lr_grid: Optional[str] = None, lr_center: Optional[float] = None,
     lr_points: Optional[int] = None, max_rounds: Optional[int] = None,
-    only: Optional[Sequence[str]] = None, seed: int = 0, export: bool = False,
-    report_only: bool = False, show_progress: Optional[bool] = None,
-    log: Callable[[str], None] = print, executor: Optional[dict] = None,
+    only: Optional[Sequence[str]] = None, seed: Optional[int] = None,
+    export: Optional[bool] = None, report_only: bool = False,
+    show_progress: Optional[bool] = None, log: Callable[[str], None] = print,
+    executor: Optional[dict] = None,
 ) -> dict[str, str]:
   """Runs (or reuses/resumes) an experiment's runs and writes its report.
 
@@ -267,22 +253,34 @@ def reproduce(
   `executor` holds --workers, --worker_tls_dir, --worker_binary.
 
   Returns:
-    The report's files: 'report', 'results', 'accuracy_plot', 'loss_plot' -> path.
+    The report's files: kind ('report', 'results', '<name>_plot') -> path.
 
   Raises:
     ValueError: an unknown experiment or setting, a bad grid, config or run
       folder (one-line messages); errors of the runs themselves.
   """
-  exp = paper_experiments.get_experiment(name)
+  exp = get_experiment(name)
+  if max_rounds is not None and max_rounds < 1:
+    raise experiment_lib.ConfigError(f'--max_rounds={max_rounds}: must be an integer >= 1')
+  if data_dir:
+    data_dir = os.path.abspath(os.path.expanduser(data_dir))  # Same config from any cwd.
+  if isinstance(exp, comparisons.Comparison):
+    grid = [f for f, v in (('lr_grid', lr_grid), ('lr_center', lr_center),
+                           ('lr_points', lr_points)) if v is not None]
+    if grid:
+      raise paper_experiments.ExperimentError(
+          f'--{grid[0]}: only for the FedAvg tables; {name} is a comparison whose runs have '
+          'their own learning rates (see --list)')
+    return reproduce_comparison.reproduce_comparison(
+        name, exp, data_dir=data_dir, output_dir=output_dir, max_rounds=max_rounds, only=only,
+        seed=seed, export=export, report_only=report_only, show_progress=show_progress, log=log,
+        executor=executor)
+  seed = 0 if seed is None else seed
   rates = paper_experiments.learning_rate_grid(
       lr_grid or exp.lr_grid,
       center=exp.lr_center if lr_center is None else lr_center,
       points=exp.lr_points if lr_points is None else lr_points)
-  if max_rounds is not None and max_rounds < 1:
-    raise experiment_lib.ConfigError(f'--max_rounds={max_rounds}: must be an integer >= 1')
   settings = [exp.setting(s) for s in only] if only else list(exp.settings)
-  if data_dir:
-    data_dir = os.path.abspath(os.path.expanduser(data_dir))  # Same config from any cwd.
   if not report_only:
     planned = plan(name, output_dir=output_dir, learning_rates=rates, settings=settings,
                    max_rounds=max_rounds, seed=seed, data_dir=data_dir, export=export,
@@ -290,15 +288,17 @@ def reproduce(
     log(f'{name}: {len(settings)} settings x {len(rates)} learning rates '
         f'({", ".join(f"{r:g}" for r in rates)})')
     execute(planned, show_progress=show_progress, log=log)
+  folders: list[str] = []
   table = report_lib.build_table(
       collect(name, output_dir=output_dir, learning_rates=rates, max_rounds=max_rounds,
-              seed=seed, log=log),
+              seed=seed, log=log, folders=folders),
       target=exp.target_accuracy, extra_targets=exp.extra_targets)
   return report_lib.write_report(
       table, os.path.join(output_dir, name), title=name, target=exp.target_accuracy,
       description=exp.description, source=exp.source, extra_targets=exp.extra_targets,
       header={'experiment': name, 'baseline_label': exp.baseline_label, 'seed': seed,
-              'learning_rates': list(rates)})
+              'learning_rates': list(rates)},
+      notes=(*(f'Data: {n}' for n in run_folders.data_notes(folders)), *exp.notes))
 
 
 def describe_experiments() -> str:
@@ -316,6 +316,16 @@ def describe_experiments() -> str:
     for s in exp.settings:
       paper = '—' if s.paper_rounds is None else f'{s.paper_rounds:g}'
       lines.append(f'  {s.slug:<18} {s.label:<20} {paper:>12} {exp.budget(s):>7}')
+    lines.append('')
+  for name, comp in paper_comparisons.COMPARISONS.items():
+    seeds = ', '.join(map(str, comp.seeds))
+    lines += [f'{name} (comparison): {comp.description}', f'  source: {comp.source}',
+              f'  baseline {comp.baseline_label!r}; seeds {seeds}'
+              + (f'; target {comp.target_accuracy:g}' if comp.target_accuracy else ''),
+              f'  {"--only value":<36} {"learning rates":<22} {"rounds":>6}']
+    for r in comp.runs:
+      rates = ', '.join(f'{lr:g}' for lr in r.learning_rates)
+      lines.append(f'  {r.slug:<36} {rates:<22} {r.rounds:>6}')
     lines.append('')
   return '\n'.join(lines)
 
@@ -365,8 +375,8 @@ def main(argv: Sequence[str]) -> int:
     return _error(str(e).splitlines()[0] if str(e) else type(e).__name__)
   finally:
     signal.signal(signal.SIGTERM, previous)
-  print(f'report: {paths["report"]} (also {os.path.basename(paths["results"])}, '
-        f'{os.path.basename(paths["accuracy_plot"])}, {os.path.basename(paths["loss_plot"])})')
+  others = ', '.join(os.path.basename(p) for kind, p in paths.items() if kind != 'report')
+  print(f'report: {paths["report"]} (also {others})')
   return 0
 
 

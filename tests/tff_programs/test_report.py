@@ -203,3 +203,15 @@ def test_accuracy_axis_is_zoomed_near_the_target():
   low, _ = report.accuracy_limits(0.97, {})
   assert low == pytest.approx(0.82)
   assert not math.isnan(report.accuracy_limits(0.5, {'a': []})[1])
+
+
+def test_notes_go_to_the_report_and_results(tmp_path):
+  table = report.build_table(table_2_like(), target=0.9)
+  notes = ('Data: cifar10: no test_batch in /x, so data_batch_5 (10,000 images) is held out as the test set',
+           'Learning rates: a choice')
+  text = report.markdown_report(table, title='t', target=0.9, notes=notes)
+  lines = text.splitlines()
+  start = lines.index('## Notes')
+  assert lines[start + 2:start + 5] == [f'- {notes[0]}', f'- {notes[1]}', '- FedAvg fast: a note']
+  paths = report.write_report(table, str(tmp_path), title='t', target=0.9, notes=notes)
+  assert json.load(open(paths['results']))['notes'] == list(notes)

@@ -5,6 +5,7 @@ experiment (synthetic data, tiny_mlp, 2 settings x 2 learning rates x 2 rounds),
 then runs it again and checks that nothing is retrained, then extends one run.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -235,3 +236,229 @@ def test_smoke_end_to_end_then_reuse_then_extend(tmp_path, capsys, tff_context):
   results = json.loads((folder / 'results.json').read_text())
   assert results['settings'][1]['rounds_budget'] == 3
   assert not math.isnan(results['settings'][1]['final_accuracy'])
+
+
+# ---------------------------------------------------------------- issue #15 experiments
+
+
+from models import blocks  # pylint: disable=g-import-not-at-top,wrong-import-position
+from models import registry as model_registry  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tff_programs import comparisons  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tff_programs import paper_comparisons  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+COMPARISONS = paper_comparisons.COMPARISONS
+ISSUE_15 = ('cifar10_fedavg_table3', 'cifar10_fedper_fig2_k4', 'cifar10_fedper_fig2_k8',
+            'cifar10_fedgkt_iid', 'cifar10_fedgkt_dirichlet', 'cifar10_rpn_resnet8',
+            'mnist_cnn_table2_iid_seeds')
+
+
+def test_issue_15_names_are_registered_once():
+  for name in ISSUE_15:
+    assert (name in EXPERIMENTS) != (name in COMPARISONS), name
+  assert not set(EXPERIMENTS) & set(COMPARISONS)
+  assert reproduce.get_experiment('cifar10_rpn_resnet8') is COMPARISONS['cifar10_rpn_resnet8']
+  assert reproduce.get_experiment('cifar10_fedavg_table3') is EXPERIMENTS['cifar10_fedavg_table3']
+
+
+def comparison_configs(name):
+  """(run, rate, seed, config) of every run of a comparison; runs whose pending
+  flag (e.g. --rpn_full_every, added by another change) is not a flag yet are
+  checked to be refused as unavailable, then skipped."""
+  comp = COMPARISONS[name]
+  out = []
+  for run, lr, seed in comp.instances():
+    if run.missing_flags():
+      assert set(run.missing_flags()) <= set(run.pending_flags), run.label
+      with pytest.raises(comparisons.UnavailableRunError, match=f'^{run.label}: needs --'):
+        comp.config(run, lr, seed)
+      continue
+    out.append((run, lr, seed, comp.config(run, lr, seed)))
+  return out
+
+
+@pytest.mark.parametrize('name', sorted(COMPARISONS))
+def test_every_comparison_run_is_a_valid_config(name):
+  comp = COMPARISONS[name]
+  comparisons.check(comp)
+  configs = comparison_configs(name)
+  assert configs
+  for run, lr, seed, cfg in configs:
+    experiment.validate(cfg)
+    assert (cfg.client_learning_rate, cfg.seed, cfg.rounds) == (lr, seed, run.rounds)
+    assert cfg.export == comp.export and cfg.dataset in dataset_registry.DATASETS
+    if cfg.dataset == 'cifar10':
+      assert cfg.cifar_input == 'pad32'  # The models of these papers take 32x32 images.
+
+
+def test_cifar10_fedavg_table3():
+  exp = EXPERIMENTS['cifar10_fedavg_table3']
+  (setting,) = exp.settings
+  assert exp.budget(setting) == 420 == math.ceil(1.5 * 280)
+  rates = paper_experiments.learning_rate_grid(exp.lr_grid, center=exp.lr_center, points=exp.lr_points)
+  assert rates == (0.0464, 0.1, 0.215)
+  cfg = exp.config(setting, 0.1)
+  assert (cfg.model, cfg.cifar_input, cfg.partition, cfg.num_clients, cfg.client_fraction) == (
+      'cifar_cnn', 'crop24', 'iid', 100, 0.1)
+  assert (cfg.local_epochs, cfg.batch, cfg.learning_rate_decay, cfg.eval_every) == (5, 50, 0.99, 2)
+  assert (cfg.target_accuracy, cfg.rounds, exp.export) == (0.8, 420, True)
+  assert setting.paper_rounds == 280 and any('0.0464, 0.1, 0.215' in n for n in exp.notes)
+
+
+@pytest.mark.parametrize('k', [4, 8])
+def test_cifar10_fedper_fig2(k):
+  comp = COMPARISONS[f'cifar10_fedper_fig2_k{k}']
+  fedper, fedavg = [cfg for *_, cfg in comparison_configs(f'cifar10_fedper_fig2_k{k}')]
+  for cfg in (fedper, fedavg):
+    assert (cfg.model, cfg.partition, cfg.classes_per_client, cfg.num_clients) == ('mobilenet_v1', 'k_class', k, 10)
+    assert (cfg.client_fraction, cfg.batch, cfg.client_learning_rate, cfg.local_epochs, cfg.rounds) == (
+        1.0, 128, 0.01, 1, 30)
+    assert cfg.eval_every == 1 and cfg.personalized_eval
+  assert (fedper.algorithm, fedper.personal_blocks, fedavg.algorithm) == ('fedper', 2, 'fedavg')
+  assert comp.personalized and comp.baseline_label == 'FedAvg'
+  (claim,) = comp.claims
+  assert (claim.metric, claim.at_least) == ('final_personalized_accuracy_mean', 0.15 if k == 4 else 0.0)
+  assert any('e=1 instead of' in r and '30 rounds instead of 100' in r for r in comp.reduced)
+
+
+def test_fedper_k_p_2_is_mobilenets_classifier_and_the_block_before_it():
+  model = model_registry.build_model('mobilenet_v1', (32, 32, 3), 10)
+  assert [b[0].split('_')[0] for b in blocks.model_blocks(model)[-3:]] == ['dw12', 'dw13', 'logits']
+  personal = blocks.personal_weight_names(model, 2)
+  assert {name.split('_')[0].split('/')[0] for name in personal} == {'dw13', 'logits'}
+  dw13 = [w for w in model.weights if w.name.startswith('dw13_')]
+  assert len(personal) == len(dw13) + 2  # + logits/kernel, logits/bias
+
+
+@pytest.mark.parametrize('name, partition', [('cifar10_fedgkt_iid', 'iid'),
+                                             ('cifar10_fedgkt_dirichlet', 'dirichlet')])
+def test_cifar10_fedgkt(name, partition):
+  comp = COMPARISONS[name]
+  gkt, fedavg = [cfg for *_, cfg in comparison_configs(name)]
+  for cfg in (gkt, fedavg):
+    assert (cfg.partition, cfg.num_clients, cfg.max_train_examples, cfg.client_fraction) == (
+        partition, 16, 10_000, 1.0)
+    assert cfg.local_epochs == 1 and cfg.rounds == gkt.rounds >= 10
+  assert partition == 'iid' or gkt.dirichlet_alpha == 0.5
+  assert (gkt.algorithm, gkt.gkt_server_depth, gkt.gkt_block, gkt.gkt_optimizer) == ('fedgkt', 55, 'basic', 'adam')
+  assert (gkt.client_learning_rate, gkt.gkt_server_learning_rate, gkt.gkt_kd) == (0.001, 0.001, 'both')
+  assert (fedavg.algorithm, fedavg.model) == ('fedavg', 'resnet56')
+  assert comp.flops_input == ((32, 32, 3), 10)
+  paper = {r.label: r.paper['final_eval_accuracy'] for r in comp.runs}
+  assert paper == ({'FedGKT ResNet-8 + ResNet-55': 0.9297, 'FedAvg ResNet-56': 0.9288} if partition == 'iid'
+                   else {'FedGKT ResNet-8 + ResNet-55': 0.8659, 'FedAvg ResNet-56': 0.8660})
+
+
+def test_fedgkt_edge_flops_are_resnet8s_and_fedavgs_resnet56s():
+  configs = {run.label: cfg for run, _, _, cfg in comparison_configs('cifar10_fedgkt_iid')}
+  gkt_train, gkt_extract = comparisons.edge_flops_per_example(configs['FedGKT ResNet-8 + ResNet-55'], (32, 32, 3), 10)
+  avg_train, avg_extract = comparisons.edge_flops_per_example(configs['FedAvg ResNet-56'], (32, 32, 3), 10)
+  assert gkt_train == 3 * gkt_extract and avg_extract == 0
+  # models/gkt.py: ResNet-56 / ResNet-8 (basic blocks) = 8.60x the forward FLOPs.
+  assert avg_train / gkt_train == pytest.approx(8.60, abs=0.01)
+
+
+def test_cifar10_rpn_resnet8():
+  comp = COMPARISONS['cifar10_rpn_resnet8']
+  assert [r.label for r in comp.runs] == ['FedAvg', 'RPN', 'FedAvg + 8-bit', 'RPN + 8-bit',
+                                          'RPN, full kernels every 5th round']
+  assert comp.runs[-1].overrides == {'algorithm': 'rpn', 'rpn_full_every': 5}
+  assert comp.runs[-1].pending_flags == ('rpn_full_every',)
+  for run, _, _, cfg in comparison_configs('cifar10_rpn_resnet8'):
+    assert (cfg.model, cfg.partition, cfg.num_clients, cfg.client_fraction, cfg.rounds) == (
+        'resnet8', 'iid', 10, 1.0, 20)
+    assert (cfg.algorithm, cfg.aggregator) == {
+        'FedAvg': ('fedavg', 'mean'), 'RPN': ('rpn', 'mean'), 'FedAvg + 8-bit': ('fedavg', 'quantized'),
+        'RPN + 8-bit': ('rpn', 'quantized'), 'RPN, full kernels every 5th round': ('rpn', 'mean')}[run.label]
+    if cfg.aggregator == 'quantized':
+      assert (cfg.quantization_bits, cfg.quantization_threshold) == (8, 0)
+  savings = [c for c in comp.claims if c.kind == 'saving']
+  assert {c.run for c in savings} == {'RPN', 'RPN + 8-bit', 'RPN, full kernels every 5th round'}
+  assert all(c.at_least == 0.44 and c.metric == 'bytes_total' for c in savings)
+
+
+def test_mnist_cnn_table2_iid_seeds():
+  comp = COMPARISONS['mnist_cnn_table2_iid_seeds']
+  (run,) = comp.runs
+  assert comp.seeds == (0, 1, 2) and comp.target_accuracy == 0.99
+  assert run.learning_rates == (0.0464, 0.1, 0.215) and run.paper == {'rounds_to_target': 20}
+  configs = comparison_configs('mnist_cnn_table2_iid_seeds')
+  assert len(configs) == 9 and {(lr, s) for _, lr, s, _ in configs} == {
+      (lr, s) for lr in run.learning_rates for s in (0, 1, 2)}
+  cfg = configs[0][-1]
+  assert (cfg.model, cfg.partition, cfg.num_clients, cfg.client_fraction, cfg.local_epochs, cfg.batch) == (
+      'mnist_cnn', 'iid', 100, 0.1, 5, 10)
+  assert cfg.stop_at_target and cfg.target_accuracy == 0.99 and cfg.eval_every == 1
+
+
+def test_list_shows_comparisons_and_grid_flags_are_refused_for_them(capsys, tmp_path):
+  assert reproduce.main(['reproduce', '--list']) == 0
+  out = capsys.readouterr().out
+  assert 'cifar10_rpn_resnet8 (comparison): ' in out and 'rpn-full-kernels-every-5th-round' in out
+  assert reproduce.main(['reproduce', '--experiment=smoke_comparison', f'--output_dir={tmp_path}',
+                         '--lr_grid=0.1']) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ['reproduce: error: --lr_grid: only for the FedAvg tables; smoke_comparison is a '
+                 'comparison whose runs have their own learning rates (see --list)']
+  assert reproduce.main(['reproduce', '--experiment=smoke_comparison', f'--output_dir={tmp_path}',
+                         '--only=nope']) == 2
+  assert "--only='nope': no such run; allowed: fedper, fedavg" in capsys.readouterr().err
+  assert not os.listdir(tmp_path)
+
+
+def _comparison_mtimes(folder):
+  return {p.name: (p / 'metrics.csv').stat().st_mtime_ns for p in sorted((folder / 'runs').iterdir())}
+
+
+def test_smoke_comparison_end_to_end_then_reuse_then_extend(tmp_path, capsys, tff_context, monkeypatch):
+  # One more run that needs a flag FedSuite does not have: skipped and reported, never fatal.
+  comp = COMPARISONS['smoke_comparison']
+  pending = comparisons.Run('Pending', {'algorithm': 'fedavg', 'no_such_flag_yet': 3}, (0.1,), 2,
+                            pending_flags=('no_such_flag_yet',))
+  monkeypatch.setitem(COMPARISONS, 'smoke_comparison',
+                      dataclasses.replace(comp, runs=(*comp.runs, pending)))
+  out = tmp_path / 'reproduce'
+  args = ['reproduce', '--experiment=smoke_comparison', f'--output_dir={out}', '--progress=false']
+  assert reproduce.main(args) == 0, capsys.readouterr().err[-3000:]
+  stdout = capsys.readouterr().out
+  assert '3 runs: 0 finished (reused), 2 to train, 1 not available' in stdout
+  assert '[3/3] Pending lr=0.1 seed=0: skipped: Pending: needs --no_such_flag_yet' in stdout
+  assert _own_workers(tff_context.tag) == []
+  folder = out / 'smoke_comparison'
+  assert sorted(p.name for p in (folder / 'runs').iterdir()) == ['fedavg-lr0.1-seed0', 'fedper-lr0.1-seed0']
+  for png in ('accuracy.png', 'traffic.png', 'personalized.png'):
+    assert (folder / png).read_bytes().startswith(b'\x89PNG')
+  text = (folder / 'report.md').read_text()
+  assert text.startswith('# smoke_comparison\n')
+  assert '- Pending: Pending: needs --no_such_flag_yet, which this FedSuite does not have' in text
+  results = json.loads((folder / 'results.json').read_text())
+  assert results['experiment'] == 'smoke_comparison' and results['run_seeds'] == [0]
+  by_label = {r['label']: r for r in results['runs']}
+  for label, slug in (('FedPer', 'fedper'), ('FedAvg', 'fedavg')):
+    summary = json.loads((folder / 'runs' / f'{slug}-lr0.1-seed0' / 'summary.json').read_text())
+    metrics = by_label[label]['metrics']
+    assert metrics['rounds_completed'] == summary['rounds_completed'] == 2
+    assert metrics['final_eval_accuracy'] == pytest.approx(summary['final_eval_accuracy'])
+    assert metrics['upload_bytes_total'] == summary['upload_bytes_total']
+    assert metrics['final_personalized_accuracy_mean'] == pytest.approx(summary['personalized_accuracy_mean'])
+    assert metrics['edge_flops_per_round'] > 0
+  # FedPer sends only its base layers: fewer bytes than FedAvg.
+  assert by_label['FedPer']['metrics']['upload_bytes_total'] < by_label['FedAvg']['metrics']['upload_bytes_total']
+  assert [c['met'] for c in results['claims']] == [True]
+
+  # Again: nothing is trained, the report is rewritten identically.
+  before = _comparison_mtimes(folder)
+  (folder / 'report.md').unlink()
+  assert reproduce.main(args) == 0
+  assert '3 runs: 2 finished (reused), 0 to train, 1 not available' in capsys.readouterr().out
+  assert _comparison_mtimes(folder) == before
+  assert (folder / 'report.md').read_text() == text
+
+  # More rounds for one run resumes that run only.
+  assert reproduce.main([*args, '--max_rounds=3', '--only=fedavg']) == 0, capsys.readouterr().err[-3000:]
+  assert 'resuming to 3 rounds' in capsys.readouterr().out
+  after = _comparison_mtimes(folder)
+  assert [n for n in after if after[n] != before[n]] == ['fedavg-lr0.1-seed0']
+  results = json.loads((folder / 'results.json').read_text())
+  # The report reads every run cut at --max_rounds: FedAvg 3 rounds, FedPer its 2.
+  assert {r['label']: r['metrics']['rounds_completed'] for r in results['runs'] if r['metrics']} == {
+      'FedPer': 2, 'FedAvg': 3}
