@@ -21,6 +21,7 @@ import pytest
 
 from datasets import shakespeare
 from tff_programs import experiment
+from tff_programs import paper_comparisons
 from tff_programs import paper_experiments
 from tff_programs import train
 
@@ -40,6 +41,16 @@ PRESETS = {
     'shakespeare_lstm_iid.flags': ('shakespeare_lstm_iid', 'FedAvg E=1 B=10'),
     'cifar10_fedavg.flags': ('cifar10_table3', 'FedAvg E=5 B=50'),
     'cifar10_fedsgd.flags': ('cifar10_table3', 'FedSGD E=1 B=inf'),
+    'cifar10_fedavg_table3.flags': ('cifar10_fedavg_table3', 'FedAvg E=5 B=50'),
+}
+# Flag file -> the (reproduce comparison, run) it is the main run of (issue #15).
+COMPARISON_PRESETS = {
+    'cifar10_fedper_fig2_k4.flags': ('cifar10_fedper_fig2_k4', 'FedPer K_P=2'),
+    'cifar10_fedper_fig2_k8.flags': ('cifar10_fedper_fig2_k8', 'FedPer K_P=2'),
+    'cifar10_fedgkt_iid.flags': ('cifar10_fedgkt_iid', 'FedGKT ResNet-8 + ResNet-55'),
+    'cifar10_fedgkt_dirichlet.flags': ('cifar10_fedgkt_dirichlet', 'FedGKT ResNet-8 + ResNet-55'),
+    'cifar10_rpn_resnet8.flags': ('cifar10_rpn_resnet8', 'RPN'),
+    'mnist_cnn_table2_iid_seeds.flags': ('mnist_cnn_table2_iid_seeds', 'FedAvg E=5 B=10'),
 }
 # Per-run choices a flag file may set differently from the reproduce preset.
 RUN_CHOICES = frozenset({
@@ -56,15 +67,19 @@ def parse_flag_file(name: str) -> experiment.ExperimentConfig:
       **{field: values[field].value for field in experiment.ExperimentConfig.__dataclass_fields__})
 
 
+ALL_PRESETS = sorted({**PRESETS, **COMPARISON_PRESETS})
+
+
 def test_every_flag_file_is_a_known_preset():
-  assert FLAG_FILES == sorted(PRESETS)
+  assert FLAG_FILES == ALL_PRESETS
 
 
-@pytest.mark.parametrize('name', sorted(PRESETS))
+@pytest.mark.parametrize('name', ALL_PRESETS)
 def test_flag_file_builds_a_valid_config(name):
   cfg = parse_flag_file(name)
   assert cfg.data_dir is None, 'data paths belong on the command line (--data_dir)'
-  assert cfg.target_accuracy is not None and cfg.rounds > 1
+  assert cfg.rounds > 1
+  assert name in COMPARISON_PRESETS or cfg.target_accuracy is not None
   experiment.validate(cfg)
 
 
@@ -83,7 +98,7 @@ def write_fake_mnist(directory):
   )
 
 
-def write_fake_cifar10(directory, per_batch=30):
+def write_fake_cifar10(directory, per_batch=100):
   """cifar-10-batches-py/data_batch_1..5, no test_batch (like the real copy)."""
   folder = os.path.join(directory, 'cifar-10-batches-py')
   os.makedirs(folder)
@@ -150,7 +165,7 @@ def test_fake_shakespeare_has_the_real_texts_role_counts(fake_data_dirs):
   assert shakespeare.statistics(text, min_role_lines=3)['num_clients'] == 1149
 
 
-@pytest.mark.parametrize('name', sorted(PRESETS))
+@pytest.mark.parametrize('name', ALL_PRESETS)
 def test_flag_file_loads_and_partitions_its_data(name, fake_data_dirs):
   cfg = parse_flag_file(name)
   cfg = dataclasses.replace(cfg, data_dir=fake_data_dirs[cfg.dataset])
@@ -174,6 +189,38 @@ def test_reproduce_experiment_loads_and_partitions_its_data(exp_name, fake_data_
     assert loaded[key] == cfg.num_clients, setting.label
 
 
+@pytest.mark.parametrize('name', sorted(COMPARISON_PRESETS))
+def test_flag_file_matches_its_comparison_run(name):
+  cfg = parse_flag_file(name)
+  exp_name, label = COMPARISON_PRESETS[name]
+  comp = paper_comparisons.COMPARISONS[exp_name]
+  run = comp.run(label)
+  assert cfg.client_learning_rate in run.learning_rates and cfg.seed in comp.seeds
+  preset = comp.config(run, cfg.client_learning_rate, cfg.seed)
+  ours, theirs = cfg.to_json(), preset.to_json()
+  differing = {k: (v, theirs[k]) for k, v in ours.items()
+               if k not in RUN_CHOICES - {'rounds', 'eval_every', 'export'} and v != theirs[k]}
+  assert not differing, f'{name} vs {exp_name}/{label}: {differing}'
+
+
+@pytest.mark.parametrize('exp_name', sorted(set(paper_comparisons.COMPARISONS) - {'smoke_comparison'}))
+def test_comparison_loads_partitions_and_builds_its_models(exp_name, fake_data_dirs):
+  """Every run's data on fake files (the real formats), its task and Keras model: 32x32 for CIFAR."""
+  comp = paper_comparisons.COMPARISONS[exp_name]
+  for run, lr, seed in comp.instances(seeds=comp.seeds[:1]):
+    if run.missing_flags():  # A flag another change adds (--rpn_full_every): checked in test_reproduce.
+      continue
+    cfg = dataclasses.replace(comp.config(run, lr, seed), data_dir=fake_data_dirs[comp.base['dataset']])
+    experiment.validate(cfg)
+    data = experiment.load_federated_data(cfg)
+    assert len(data.client_ids) == cfg.num_clients, run.label
+    task = experiment.make_task(cfg, data)
+    side = 32 if cfg.dataset == 'cifar10' else 28
+    assert task.element_spec['x'].shape.as_list()[1:3] == [side, side], run.label
+    if cfg.algorithm != 'fedgkt':  # FedGKT builds its own ResNet-8 / ResNet-55 (models.gkt).
+      assert task.model_builder().input_shape[1:3] == (side, side)
+
+
 @pytest.mark.parametrize('name', sorted(PRESETS))
 def test_flag_file_matches_its_reproduce_preset(name):
   cfg = parse_flag_file(name)
@@ -190,3 +237,26 @@ def test_flag_file_batch_inf_and_bool_values():
   cfg = parse_flag_file('mnist_cnn_fedsgd_iid.flags')
   assert cfg.batch is None and cfg.algorithm == 'fedsgd' and cfg.local_epochs == 1
   assert cfg.personalized_eval is False
+
+
+# One algorithm per kind of run is built (TFF computations traced, nothing trained): the
+# RPN experiment's runs (ResNet-8: FedAvg, RPN, 8-bit, RPN + 8-bit, full kernels every 5th
+# round when --rpn_full_every exists), FedPer K_P=2 on MobileNet-v1, FedGKT's ResNet-8/55.
+BUILT = [('cifar10_rpn_resnet8', None), ('cifar10_fedper_fig2_k4', 'FedPer K_P=2'),
+         ('cifar10_fedgkt_iid', 'FedGKT ResNet-8 + ResNet-55')]
+
+
+@pytest.mark.parametrize('exp_name, label', BUILT)
+def test_comparison_algorithms_build(exp_name, label, fake_data_dirs, tff_context):
+  del tff_context
+  comp = paper_comparisons.COMPARISONS[exp_name]
+  runs = [comp.run(label)] if label else list(comp.runs)
+  built = []
+  for run in runs:
+    if run.missing_flags():
+      continue
+    cfg = dataclasses.replace(comp.config(run, run.learning_rates[0], 0), data_dir=fake_data_dirs['cifar10'])
+    data = experiment.load_federated_data(cfg)
+    algorithm = experiment.build_algorithm(cfg, experiment.make_task(cfg, data))
+    built.append((run.label, algorithm.name))
+  assert built and all(name == comp.run(label_).overrides['algorithm'] for label_, name in built), built
