@@ -16,6 +16,8 @@ one round = 10 clients x 600 MNIST images, E=1, B=10, i.e. 600 SGD steps.
               client pipeline: uint8 pixels scaled per batch), one model;
   tff_stock   one `process.next` of `tff.learning`'s FedAvg with default settings;
   fedsuite    one `algorithm.next` of FedSuite's FedAvg (what the CLI calls);
+  concurrency `algorithm.next` with the worker's max_concurrent_computation_calls
+              -1 (unlimited, the default), 1, 2, 4;
   cli         a round of `tff_programs.experiment.run_experiment` (the CLI's
               path: sampling, client files, next, divergence check, metrics
               row, checkpoints every 10 rounds), from metrics.csv, no evaluation;
@@ -47,7 +49,6 @@ import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tff_programs import sections
 from tff_programs import quiet_tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 quiet_tf.silence_cpp_logs(sys.argv)
@@ -69,9 +70,10 @@ from tff_programs import run_outputs  # pylint: disable=g-import-not-at-top,wron
 from tff_programs import runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tff_programs.algorithms import base  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tff_programs.algorithms import fedavg  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tff_programs import sections  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 LR = 0.1
-PARTS = ('plain', 'tff', 'cli', 'e5', 'eval', 'scaling', 'memory', 'cifar')
+PARTS = ('plain', 'tff', 'concurrency', 'cli', 'e5', 'eval', 'scaling', 'memory', 'cifar')
 
 
 # ---- data ---------------------------------------------------------------------
@@ -151,8 +153,9 @@ def client_datasets(data: federated.FederatedData, files, ids, *, epochs: int, b
 # ---- TFF process.next ----------------------------------------------------------
 
 
-def next_seconds(make_process, datasets_for_round, repeats: int) -> list[float]:
-  with runtime.tff_runtime():
+def next_seconds(make_process, datasets_for_round, repeats: int,
+                 max_concurrent: int = -1) -> list[float]:
+  with runtime.tff_runtime(max_concurrent_computation_calls=max_concurrent):
     algorithm_or_process = make_process()
     is_algorithm = isinstance(algorithm_or_process, base.FederatedAlgorithm)
     state = algorithm_or_process.initialize(0) if is_algorithm else algorithm_or_process.initialize()
@@ -179,7 +182,7 @@ def next_seconds(make_process, datasets_for_round, repeats: int) -> list[float]:
 def cli_rounds(data: federated.FederatedData, *, rounds: int, clients_per_round: int,
                epochs: int, batch: int, model: str = 'mnist_cnn', dataset: str = 'mnist',
                on_round: Callable[[int], None] | None = None,
-               extra: dict | None = None) -> list[float]:
+               extra: dict | None = None, eval_every: int = 10**6) -> list[float]:
   """`run_experiment` on `data`; the seconds of rounds 2.. from metrics.csv."""
   original_load = experiment.load_federated_data
   original_release = run_outputs.RunOutputs.release_metrics
@@ -194,7 +197,7 @@ def cli_rounds(data: federated.FederatedData, *, rounds: int, clients_per_round:
       cfg = experiment.ExperimentConfig(
           dataset=dataset, model=model, partition='iid', num_clients=len(data.client_ids),
           client_fraction=clients_per_round / len(data.client_ids), local_epochs=epochs,
-          batch_size=batch, client_learning_rate=LR, rounds=rounds, eval_every=10**6,
+          batch_size=batch, client_learning_rate=LR, rounds=rounds, eval_every=eval_every,
           export=False, output_dir=out, run_name='bench', personalized_eval=False,
           **(extra or {}))
       experiment.run_experiment(cfg, show_progress=False, log=lambda *a: None)
@@ -287,6 +290,16 @@ def main() -> None:
       times = next_seconds(ours, datasets_e1, args.repeats)
       result['fedsuite_next_seconds'] = med(times)
       print(f'fedsuite_next: {times}', flush=True)
+    if 'concurrency' in parts:
+      spec = collections.OrderedDict(x=tf.TensorSpec([None, 28, 28, 1], tf.float32),
+                                     y=tf.TensorSpec([None], tf.int64))
+      ours = lambda: fedavg.build_fedavg(base.Task(mnist_cnn, spec, 10),
+                                         sections.ClientTrainingOptions(client_learning_rate=LR))
+      result['worker_concurrency_seconds'] = {}
+      for calls in (-1, 1, 2, 4):
+        times = next_seconds(ours, datasets_e1, args.repeats, max_concurrent=calls)
+        result['worker_concurrency_seconds'][calls] = med(times)
+        print(f'max_concurrent_computation_calls={calls}: {times}', flush=True)
     if 'cli' in parts:
       times = cli_rounds(data, rounds=2 + args.repeats + 1, clients_per_round=10, epochs=1, batch=10)
       result['cli_seconds'] = med(times)
@@ -348,7 +361,9 @@ def main() -> None:
       if round_num in (20, rounds) or round_num % 50 == 0:
         samples[round_num] = rss_mb(prefix)
 
-    cli_rounds(small, rounds=rounds, clients_per_round=2, epochs=1, batch=10, on_round=record)
+    # Evaluating every 10 rounds: both ends include the evaluation's memory.
+    cli_rounds(small, rounds=rounds, clients_per_round=2, epochs=1, batch=10, on_round=record,
+               eval_every=10)
     result['rss_mb_by_round'] = samples
     result['rss_growth_20_to_last'] = samples[rounds] / samples[20] - 1
     print(f'memory: {samples}', flush=True)

@@ -30,7 +30,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tff_programs import sections
 from tff_programs import quiet_tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 quiet_tf.silence_cpp_logs(sys.argv)  # Before TensorFlow is imported.
@@ -44,6 +43,7 @@ from tff_programs import runtime  # pylint: disable=g-import-not-at-top,wrong-im
 from tff_programs import worker as worker_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tff_programs.algorithms import base  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tff_programs.algorithms import fedavg  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tff_programs import sections  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCH, LR = 10, 0.1
 

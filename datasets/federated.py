@@ -276,51 +276,138 @@ def client_dataset(
   batch = max(n, 1) if batch_size is None else int(batch_size)
   num_batches = epochs * (-(-n // batch))
 
-  extras = dict(extras or {})
+  return ordered_dataset(x, y, orders, batch_size=batch, map_fn=map_fn, batch_map=batch_map,
+                         seeds=example_seeds if map_fn is not None else None, extras=extras)
+
+
+def ordered_dataset(
+    x: 'np.ndarray | client_files.ArrayFile',
+    y: 'np.ndarray | client_files.ArrayFile',
+    orders: np.ndarray,
+    *,
+    batch_size: int,
+    map_fn: Optional[Callable[[Any], Any]] = None,
+    batch_map: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+    seeds: Optional[np.ndarray] = None,
+    extras: Optional[Mapping[str, np.ndarray]] = None,
+) -> tf.data.Dataset:
+  """Batches of (x, y) visiting the examples in `orders` (one row per pass).
+
+  The pipeline of `client_dataset` (and of FedGKT's feature extraction):
+  each row of `orders` is one pass, cut into batches of `batch_size`; with
+  `map_fn`, each example is transformed with its stateless seed from `seeds`
+  (shape (passes, n, 2)) before batching, else `batch_map` transforms each
+  batch's x; `extras` are gathered alongside. Built by a `tf.function`
+  traced once per pipeline shape (`_pipeline_builder`).
+  """
+  n = client_files.describe(x)[1][0]
+  orders = np.asarray(orders, np.int32)
+  if map_fn is not None and (seeds is None or np.shape(seeds)[:2] != orders.shape):
+    raise base.DatasetError('ordered_dataset: a map_fn needs one seed pair per ordered example')
+  extras = collections.OrderedDict(sorted((extras or {}).items()))
   for key, values in extras.items():
     if len(values) != n:
       raise base.DatasetError(f'client_dataset: extra {key!r} has {len(values)} rows, not {n}')
+  num_batches = orders.shape[0] * (-(-orders.shape[1] // batch_size))
+  x_in, x_spec = _source(x)
+  y_in, y_spec = _source(y)
+  extra_in = collections.OrderedDict((k, np.asarray(v)) for k, v in extras.items())
+  builder = _pipeline_builder(
+      x_spec, y_spec, tuple((k, v.dtype.name, v.shape[1:]) for k, v in extra_in.items()),
+      map_fn, batch_map)
+  args = [x_in, y_in, orders, np.int64(batch_size), np.int64(num_batches), extra_in]
+  if map_fn is not None:
+    args.append(np.asarray(seeds, np.int64))
+  return builder(*args)
 
-  def epochs_of(x_t: tf.Tensor, y_t: tf.Tensor) -> tf.data.Dataset:
-    extra_t = {k: tf.convert_to_tensor(v) for k, v in extras.items()}
 
-    def gather(indices):
-      element = collections.OrderedDict(
-          x=tf.gather(x_t, indices), y=tf.gather(y_t, indices)
-      )
-      element.update((k, tf.gather(v, indices)) for k, v in extra_t.items())
-      return element
+def _source(a: 'np.ndarray | client_files.ArrayFile') -> tuple[Any, tuple]:
+  """(the pipeline's input for `a`, a hashable description of its spec):
+  a file path read in the graph, or the array itself (embedded when serialized)."""
+  if isinstance(a, client_files.ArrayFile):
+    return a.path, ('file', a.dtype, tuple(a.shape[1:]))
+  a = np.asarray(a)
+  return a, ('array', a.dtype.name, tuple(a.shape[1:]))
 
-    def mapped_batch(indices):
-      element = gather(indices)
-      element['x'] = batch_map(element['x'])
-      return element
 
-    def mapped_example(element, seed):
-      out = map_fn(collections.OrderedDict(x=element['x'], y=element['y']), seed)
-      out.update((k, element[k]) for k in extra_t)
-      return out
+_BUILDERS: dict[tuple, Callable[..., tf.data.Dataset]] = {}
 
-    def one_epoch(order, seeds=None):
-      indices = tf.data.Dataset.from_tensor_slices(order)
-      if map_fn is None:  # Gather whole batches: fewer, larger ops.
-        return indices.batch(batch).map(gather if batch_map is None else mapped_batch)
-      examples = tf.data.Dataset.zip((indices.map(gather), tf.data.Dataset.from_tensor_slices(seeds)))
-      return examples.map(mapped_example if extra_t else map_fn).batch(batch)
 
-    if map_fn is None:
-      return tf.data.Dataset.from_tensor_slices(orders).flat_map(one_epoch)
-    return tf.data.Dataset.from_tensor_slices((orders, example_seeds)).flat_map(one_epoch)
+def _pipeline_builder(x_spec: tuple, y_spec: tuple, extra_specs: tuple,
+                      map_fn: Optional[Callable], batch_map: Optional[Callable]):
+  """One `tf.function` per pipeline shape that returns a client's dataset.
 
-  if isinstance(x, client_files.ArrayFile) or isinstance(y, client_files.ArrayFile):
-    # The arrays are read from their files when the dataset runs: the graph
-    # holds paths and orders, not the data.
-    sources = tf.data.Dataset.range(1).map(
-        lambda _: (client_files.as_tensor_source(x), client_files.as_tensor_source(y)))
-    dataset = sources.flat_map(epochs_of)
-  else:
-    dataset = epochs_of(tf.convert_to_tensor(x), tf.convert_to_tensor(y))
-  return dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
+  A client's data, orders and batch size are its *arguments*, so the
+  pipeline's functions are traced once per process instead of once per
+  client and round: building a dataset costs under a millisecond instead of
+  ~17 ms, and nothing accumulates (tf.data functions traced per dataset stay
+  registered in the eager context: ~0.3 MB a client dataset, measured, so a
+  long run grew without bound).
+  """
+  key = (x_spec, y_spec, extra_specs, map_fn, batch_map)
+  if key in _BUILDERS:
+    return _BUILDERS[key]
+
+  def spec(source_spec):
+    kind, dtype, item = source_spec
+    if kind == 'file':
+      return tf.TensorSpec([], tf.string)
+    return tf.TensorSpec([None, *item], tf.as_dtype(dtype))
+
+  def load(source, source_spec):
+    kind, dtype, item = source_spec
+    if kind == 'array':
+      return source
+    values = tf.io.decode_raw(tf.io.read_file(source), tf.as_dtype(dtype), little_endian=True)
+    return tf.reshape(values, [-1, *item])
+
+  signature = [spec(x_spec), spec(y_spec), tf.TensorSpec([None, None], tf.int32),
+               tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64),
+               collections.OrderedDict((k, tf.TensorSpec([None, *item], tf.as_dtype(dtype)))
+                                       for k, dtype, item in extra_specs)]
+  if map_fn is not None:
+    signature.append(tf.TensorSpec([None, None, 2], tf.int64))
+
+  @tf.function(input_signature=signature)
+  def build(x_source, y_source, orders, batch, num_batches, extras, seeds=None):
+    def epochs_of(x_source, y_source):
+      x_t, y_t = load(x_source, x_spec), load(y_source, y_spec)
+
+      def gather(indices):
+        element = collections.OrderedDict(
+            x=tf.gather(x_t, indices), y=tf.gather(y_t, indices))
+        element.update((k, tf.gather(v, indices)) for k, v in extras.items())
+        return element
+
+      def mapped_batch(indices):
+        element = gather(indices)
+        element['x'] = batch_map(element['x'])
+        return element
+
+      def mapped_example(element, seed):
+        out = map_fn(collections.OrderedDict(x=element['x'], y=element['y']), seed)
+        out.update((k, element[k]) for k in extras)
+        return out
+
+      def one_epoch(order, epoch_seeds=None):
+        indices = tf.data.Dataset.from_tensor_slices(order)
+        if map_fn is None:  # Gather whole batches: fewer, larger ops.
+          return indices.batch(batch).map(gather if batch_map is None else mapped_batch)
+        examples = tf.data.Dataset.zip((indices.map(gather),
+                                        tf.data.Dataset.from_tensor_slices(epoch_seeds)))
+        return examples.map(mapped_example if extras else map_fn).batch(batch)
+
+      if map_fn is None:
+        return tf.data.Dataset.from_tensor_slices(orders).flat_map(one_epoch)
+      return tf.data.Dataset.from_tensor_slices((orders, seeds)).flat_map(one_epoch)
+
+    # Files are read when the dataset runs (in the TFF worker): the graph holds
+    # paths and orders, not the data.
+    dataset = tf.data.Dataset.from_tensors((x_source, y_source)).flat_map(epochs_of)
+    return dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
+
+  _BUILDERS[key] = build
+  return build
 
 
 def round_seed(seed: int, round_num: int, client_index: int) -> int:

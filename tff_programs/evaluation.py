@@ -50,6 +50,7 @@ class KerasEvaluator:
     self._loss_mean = tf.keras.metrics.Mean()
     self._accuracy = model_adapter.metrics_fn(ignore_label)[0]
     self._step = tf.function(self._score_batch)
+    self._datasets: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, tf.data.Dataset]] = {}
 
   def _dataset(self, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices((x, y))
@@ -58,11 +59,25 @@ class KerasEvaluator:
     return ds.batch(self._batch_size)
 
   def _batches(self, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
-    """Batches, transformed per batch (the eval transforms work on batches)."""
+    """Batches, transformed per batch (the eval transforms work on batches).
+
+    Built once per (x, y) and reused: the central test set is scored every
+    evaluation (once per client model for FedPer), and every new tf.data
+    pipeline with a Python map function stays registered in TF's eager
+    context (memory that grew each round).
+    """
+    key = (id(x), id(y))
+    cached = self._datasets.get(key)
+    if cached is not None and cached[0] is x and cached[1] is y:
+      return cached[2]
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(self._batch_size)
     if self._preprocess is not None:
       ds = ds.map(lambda a, b: (self._preprocess(a), b))
-    return ds.prefetch(1)
+    ds = ds.prefetch(1)
+    if len(self._datasets) > 64:  # Per-client splits (a bounded number).
+      self._datasets.clear()
+    self._datasets[key] = (x, y, ds)
+    return ds
 
   def _score_batch(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """`Model.test_step`'s updates for one batch, plus per-example correct/valid."""

@@ -491,6 +491,6 @@ def test_natural_partition_gives_one_client_per_role(data_dir):
     np.testing.assert_array_equal(x, data.x_test[data.test_groups == g])
   counts = collections.Counter(len(fed.train_arrays[c][1]) for c in fed.client_ids)
   assert counts == {2: 1, 1: 5}
-  spec = fed.train_client_data.element_type_structure
-  assert spec['x'].shape == spec['y'].shape == (80,)
-  assert spec['x'].dtype.name == spec['y'].dtype.name == 'int32'
+  x, y = fed.train_arrays[fed.client_ids[0]]
+  assert x.shape[1:] == y.shape[1:] == (80,)
+  assert x.dtype.name == y.dtype.name == 'int32'

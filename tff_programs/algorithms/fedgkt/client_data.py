@@ -12,14 +12,12 @@ stores it back in training-data order.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable
 from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from datasets import client_files
 from datasets import federated as federated_lib
 
 INFERENCE_BATCH = 256
@@ -80,23 +78,8 @@ def client_inputs(
   seeds = (rng.integers(0, 2**31 - 1, size=(num_examples, 2), dtype=np.int64)
            if train_map is not None else None)
 
-  def extraction(x_t, y_t):
-    indices = tf.data.Dataset.from_tensor_slices(order)
-    if train_map is None:
-      def batch_of(i):
-        xb = tf.gather(x_t, i)
-        return collections.OrderedDict(x=xb if batch_map is None else batch_map(xb),
-                                       y=tf.gather(y_t, i))
-      return indices.batch(INFERENCE_BATCH).map(batch_of)
-
-    def example_of(i, example_seed):
-      element = collections.OrderedDict(x=tf.gather(x_t, i), y=tf.gather(y_t, i))
-      return collections.OrderedDict(x=train_map(element, example_seed)['x'], y=element['y'])
-    return tf.data.Dataset.zip((indices, tf.data.Dataset.from_tensor_slices(seeds))).map(
-        example_of).batch(INFERENCE_BATCH)
-
-  if isinstance(x, client_files.ArrayFile):
-    extract = tf.data.Dataset.range(1).map(lambda _: (x.read(), y.read())).flat_map(extraction)
-  else:
-    extract = extraction(tf.convert_to_tensor(x), tf.convert_to_tensor(y))
+  # One pass in `order`, batches of INFERENCE_BATCH: FedAvg's pipeline shape.
+  extract = federated_lib.ordered_dataset(
+      x, y, order[None], batch_size=INFERENCE_BATCH, map_fn=train_map, batch_map=batch_map,
+      seeds=None if seeds is None else seeds[None])
   return train, extract, order
