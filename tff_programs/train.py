@@ -110,10 +110,21 @@ def listed_outputs(run_dir: str) -> list[str]:
   return names
 
 
+def _parse_or_exit(argv: list[str]) -> None:
+  """Parses the flags; a bad value is one line and exit code 2 (absl would
+  print a FATAL line and a hint)."""
+  try:
+    FLAGS(argv)
+  except flags.Error as e:
+    print(f'train: error: {str(e).splitlines()[0]}', file=sys.stderr)
+    sys.exit(2)
+
+
 def run() -> None:
   if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
     print(grouped_help())
     sys.exit(0)
+  _parse_or_exit(sys.argv)
   app.run(main)
 
 

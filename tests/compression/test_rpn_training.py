@@ -125,8 +125,8 @@ def test_bad_full_every_is_a_one_line_config_error(tmp_path):
 
 @pytest.mark.parametrize('value,code,line', [
     ('-1', 2, 'train: error: --rpn_full_every=-1: must be an integer >= 0 (0 = never)'),
-    # absl parses integer flags before FedSuite sees them (as for every integer flag).
-    ('2.5', 1, "FATAL Flags parsing error: flag --rpn_full_every=2.5: invalid literal for int() with base 10: '2.5'"),
+    # absl parses integer flags; train.py reports its error in one line, too.
+    ('2.5', 2, "train: error: flag --rpn_full_every=2.5: invalid literal for int() with base 10: '2.5'"),
 ])
 def test_cli_flag_errors_are_one_line(tmp_path, value, code, line):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=REPO)

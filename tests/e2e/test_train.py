@@ -114,6 +114,8 @@ def test_existing_run_without_resume_is_a_one_line_error(finished_run):
     ('--model=resnet9000', "--model='resnet9000': unknown; allowed:"),
     ('--max_train_examples=-5', '--max_train_examples=-5: must be an integer >= 0'),
     ('--learning_rate_decay_from=0', '--learning_rate_decay_from=0: must be an integer >= 1'),
+    ('--rounds=2.5', "flag --rounds=2.5: invalid literal for int() with base 10: '2.5'"),
+    ('--no_such_flag=1', "Unknown command line flag 'no_such_flag'"),
 ])
 def test_bad_flag_is_one_line_error(tmp_path, flag, expected):
   code, stdout, stderr = train([*TINY, '--rounds=1', f'--output_dir={tmp_path}', flag])
