@@ -53,6 +53,11 @@ def _personalized_cell(values: Mapping[str, Optional[float]], prefix: str) -> st
   return f'{mean:.4f} ± {std or 0.0:.4f} [{low:.4f}, {high:.4f}]'
 
 
+def _signed(value: float, digits: int) -> float:
+  """`value` rounded to what is shown, without a negative zero ('-0.0000')."""
+  return round(value, digits) + 0.0
+
+
 def _versus(label: str, spec: ReportSpec, analysis: Analysis) -> str:
   base = analysis.by_label.get(spec.baseline_label or '')
   if label == spec.baseline_label:
@@ -62,9 +67,9 @@ def _versus(label: str, spec: ReportSpec, analysis: Analysis) -> str:
     return '—'
   parts = []
   if ours.get('bytes_total') is not None and base.get('bytes_total'):
-    parts.append(f'bytes {-(1 - ours["bytes_total"] / base["bytes_total"]):+.1%}')
+    parts.append(f'bytes {_signed(ours["bytes_total"] / base["bytes_total"] - 1, 3):+.1%}')
   if ours.get('final_eval_accuracy') is not None and base.get('final_eval_accuracy') is not None:
-    parts.append(f'accuracy {ours["final_eval_accuracy"] - base["final_eval_accuracy"]:+.4f}')
+    parts.append(f'accuracy {_signed(ours["final_eval_accuracy"] - base["final_eval_accuracy"], 4):+.4f}')
   return ', '.join(parts) or '—'
 
 
@@ -116,7 +121,8 @@ def _claims_table(analysis: Analysis) -> list[str]:
   for claim, value, met in analysis.claims:
     what = (f'{METRICS[claim.metric]}: {claim.run} - {claim.versus}' if claim.kind == 'difference'
             else f'{METRICS[claim.metric]}: 1 - {claim.run} / {claim.versus}')
-    shown = '—' if value is None else (f'{value:.1%}' if claim.kind == 'saving' else f'{value:+.4f}')
+    shown = '—' if value is None else (
+        f'{_signed(value, 3):.1%}' if claim.kind == 'saving' else f'{_signed(value, 4):+.4f}')
     verdict = {True: 'yes', False: 'no', None: 'not checked' if value is None else 'measured only'}[met]
     lines.append(f'| {claim.text} | {what} | {shown} | {verdict} |')
   return lines

@@ -152,8 +152,9 @@ def _rpn_runs() -> tuple[Run, ...]:
                for label, overrides, pending in runs)
 
 
-_RPN_SAVING = 'RPN saves 44-80% of the traffic (up + down) on conv-heavy models'
-_RPN_ACCURACY = '"almost the same" accuracy as FedAvg (here: within 1 point)'
+_RPN_SAVING = ('at least 44% less traffic (up + down) than FedAvg (the paper: 44-80% less on '
+               'conv-heavy models)')
+_RPN_ACCURACY = '"almost the same" accuracy as FedAvg (the paper\'s words; here: within 1 point)'
 
 # ---------------------------------------------------------------- the registry
 

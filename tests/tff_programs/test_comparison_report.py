@@ -230,3 +230,13 @@ def test_format_value_units():
   assert comparison_output.format_value('bytes_total', 512) == '512 B'
   assert comparison_output.format_value('final_eval_accuracy', 0.9297) == '0.9297'
   assert comparison_output.format_value('rounds_to_target', None) == '—'
+
+
+def test_equal_runs_show_no_negative_zero():
+  # B - FedAvg = 0.3 - 0.30000000000000004 = -5.6e-17: shown as +0.0000, not -0.0000.
+  runs = [cr.RunData('B', 0.1, 0, rows([0.3, 0.3])), cr.RunData('FedAvg', 0.1, 0, rows([0.3, 0.1 + 0.2]))]
+  claims = (cr.Claim('same', 'B', 'FedAvg', 'final_eval_accuracy'),)
+  a = analysis_of(runs, claims=claims)
+  text = comparison_output.markdown_report(a, cr.ReportSpec(title='t', baseline_label='FedAvg', claims=claims))
+  assert '| bytes +0.0%, accuracy +0.0000 |' in text and '| +0.0000 |' in text
+  assert '-0.0' not in text
