@@ -21,7 +21,11 @@ one round = 10 clients x 600 MNIST images, E=1, B=10, i.e. 600 SGD steps.
   cli         a round of `tff_programs.experiment.run_experiment` (the CLI's
               path: sampling, client files, next, divergence check, metrics
               row, checkpoints every 10 rounds), from metrics.csv, no evaluation;
-  e5          the same with E=5 (3,000 steps), plain and cli;
+              each round is followed by a plain pass, and the median of these
+              paired ratios is reported (`cli_paired_ratio_median`): this VM
+              drifts between speed modes, so a ratio of two medians taken
+              minutes apart moves by +-30%;
+  e5          the same with E=5 (3,000 steps), paired with the plain E=5 pass;
   eval        central evaluation of 10,000 test images: FedSuite's one pass
               (global accuracy + every client's split) vs Keras `model.evaluate`;
   scaling     cli rounds with 10/20/50/100 sampled clients of K=100, and with
@@ -113,33 +117,58 @@ def mnist_cnn():
 # ---- the plain loop -----------------------------------------------------------
 
 
+class PlainLoop:
+  """One `tf.function` SGD pass over `datasets` (concatenated), one model.
+
+  Traced once on construction; each call times one more pass. Calling it right
+  after each CLI round (`cli_rounds(on_round=...)`) pairs every round with a
+  plain pass measured seconds apart: on a VM whose speed drifts between modes,
+  the median of the paired ratios is far steadier than a ratio of medians.
+  """
+
+  def __init__(self, datasets: list[tf.data.Dataset], builder: Callable[[], tf.keras.Model],
+               lr: float):
+    model = builder()
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train(ds):
+      loss = tf.constant(0.0)
+      for batch in ds:
+        with tf.GradientTape() as tape:
+          loss = loss_fn(batch['y'], model(batch['x'], training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        for v, g in zip(model.trainable_variables, grads):
+          v.assign_sub(lr * g)
+      return loss
+
+    dataset = datasets[0]
+    for d in datasets[1:]:
+      dataset = dataset.concatenate(d)
+    self._train, self._dataset = train, dataset
+    train(dataset)  # warm-up: tracing
+
+  def __call__(self) -> float:
+    start = time.perf_counter()
+    self._train(self._dataset).numpy()
+    return time.perf_counter() - start
+
+
 def plain_seconds(datasets: list[tf.data.Dataset], builder: Callable[[], tf.keras.Model],
                   lr: float, repeats: int) -> list[float]:
   """Median-able times of one `tf.function` SGD pass over `datasets`, one model."""
-  model = builder()
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  loop = PlainLoop(datasets, builder, lr)
+  return [loop() for _ in range(repeats)]
 
-  @tf.function
-  def train(ds):
-    loss = tf.constant(0.0)
-    for batch in ds:
-      with tf.GradientTape() as tape:
-        loss = loss_fn(batch['y'], model(batch['x'], training=True))
-      grads = tape.gradient(loss, model.trainable_variables)
-      for v, g in zip(model.trainable_variables, grads):
-        v.assign_sub(lr * g)
-    return loss
 
-  dataset = datasets[0]
-  for d in datasets[1:]:
-    dataset = dataset.concatenate(d)
-  train(dataset)  # warm-up: tracing
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    train(dataset).numpy()
-    times.append(time.perf_counter() - start)
-  return times
+def paired_cli(data: federated.FederatedData, plain: PlainLoop, **cli_args) -> dict[str, Any]:
+  """CLI rounds, each followed by a plain pass: times and paired ratios."""
+  after: dict[int, float] = {}
+  times = cli_rounds(data, on_round=lambda r: after.__setitem__(r, plain()), **cli_args)
+  # cli_rounds returns rounds 2..N-1 (round 1 traces, round N evaluates).
+  plain_times = [after[r] for r in range(2, 2 + len(times))]
+  ratios = [c / p for c, p in zip(times, plain_times)]
+  return {'cli': times, 'plain': plain_times, 'ratios': ratios}
 
 
 def client_datasets(data: federated.FederatedData, files, ids, *, epochs: int, batch: int,
@@ -301,25 +330,29 @@ def main() -> None:
         result['worker_concurrency_seconds'][calls] = med(times)
         print(f'max_concurrent_computation_calls={calls}: {times}', flush=True)
     if 'cli' in parts:
-      times = cli_rounds(data, rounds=2 + args.repeats + 1, clients_per_round=10, epochs=1, batch=10)
-      result['cli_seconds'] = med(times)
-      result['cli_rounds'] = times
-      print(f'cli: {times}', flush=True)
+      paired = paired_cli(data, PlainLoop(datasets_e1(), mnist_cnn, LR), rounds=2 + 2 * args.repeats + 1,
+                          clients_per_round=10, epochs=1, batch=10)
+      result['cli_seconds'] = med(paired['cli'])
+      result['cli_rounds'] = paired['cli']
+      result['cli_paired_plain'] = paired['plain']
+      result['cli_paired_ratio_median'] = med(paired['ratios'])
+      result['cli_paired_ratios'] = paired['ratios']
+      print(f'cli: {paired}', flush=True)
     if plain_runs:
       plain_runs += plain_seconds(datasets_e1(), mnist_cnn, LR, args.repeats)
       print(f'plain (before + after): {plain_runs}', flush=True)
       result['plain_seconds'] = med(plain_runs)
       result['plain_spread'] = [min(plain_runs), max(plain_runs)]
     if 'e5' in parts:
-      e5 = plain_seconds(client_datasets(data, files, ids, epochs=5, batch=10, prep=prep),
-                         mnist_cnn, LR, args.repeats)
-      times = cli_rounds(data, rounds=2 + args.repeats + 1, clients_per_round=10, epochs=5, batch=10)
-      e5 += plain_seconds(client_datasets(data, files, ids, epochs=5, batch=10, prep=prep),
-                          mnist_cnn, LR, args.repeats)
-      result['plain_e5_seconds'] = med(e5)
-      result['cli_e5_seconds'] = med(times)
+      plain_e5 = PlainLoop(client_datasets(data, files, ids, epochs=5, batch=10, prep=prep), mnist_cnn, LR)
+      paired = paired_cli(data, plain_e5, rounds=2 + 2 * args.repeats + 1, clients_per_round=10,
+                          epochs=5, batch=10)
+      result['plain_e5_seconds'] = med(paired['plain'])
+      result['cli_e5_seconds'] = med(paired['cli'])
       result['cli_e5_reference'] = 'plain_e5_seconds'
-      print(f'e5: plain {e5}, cli {times}', flush=True)
+      result['cli_e5_paired_ratio_median'] = med(paired['ratios'])
+      result['cli_e5_paired_ratios'] = paired['ratios']
+      print(f'e5: {paired}', flush=True)
   if 'eval' in parts:
     evaluator = evaluation.KerasEvaluator(mnist_cnn, preprocess=prep.eval_map)
     weights = mnist_cnn().get_weights()
