@@ -210,12 +210,7 @@ def collect(
     for lr in sorted(rates):
       cfg = exp.config(setting, lr, rounds=rounds, seed=seed, output_dir=runs_dir,
                        run_name=run_name(setting, lr, seed))
-      if not os.path.exists(os.path.join(cfg.run_dir, 'metrics.csv')):
-        continue
-      try:
-        run_folders.check_same_run(cfg.run_dir, cfg)
-      except ValueError as e:
-        log(f'skipped in the report: {e}')
+      if not run_folders.has_reportable_rows(cfg, log):
         continue
       runs[lr] = run_folders.rows_until(cfg.run_dir, rounds)
       if folders is not None:

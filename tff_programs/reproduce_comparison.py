@@ -115,12 +115,7 @@ def collect(name: str, comp: comparisons.Comparison, *, output_dir: str, seeds: 
     except comparisons.UnavailableRunError as e:
       found.append(comparison_report.RunData(run.label, lr, seed, [], unavailable=str(e)))
       continue
-    if not os.path.exists(os.path.join(cfg.run_dir, 'metrics.csv')):
-      continue
-    try:
-      run_folders.check_same_run(cfg.run_dir, cfg)
-    except ValueError as e:
-      log(f'skipped in the report: {e}')
+    if not run_folders.has_reportable_rows(cfg, log):
       continue
     flops = None
     if comp.flops_input is not None:

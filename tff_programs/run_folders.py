@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from tff_programs import experiment as experiment_lib
 from tff_programs import run_outputs
@@ -47,6 +47,19 @@ def check_same_run(run_dir: str, cfg: Any) -> None:
     raise run_outputs.RunDirError(
         f'{run_dir} holds a run with other settings: {details}; delete it or choose '
         'another --output_dir')
+
+
+def has_reportable_rows(cfg: Any, log: Callable[[str], None]) -> bool:
+  """True if cfg.run_dir holds rows of the run `cfg` describes; a folder of a
+  run with other settings is skipped with one line (the report must not mix)."""
+  if not os.path.exists(os.path.join(cfg.run_dir, 'metrics.csv')):
+    return False
+  try:
+    check_same_run(cfg.run_dir, cfg)
+  except ValueError as e:
+    log(f'skipped in the report: {e}')
+    return False
+  return True
 
 
 def run_status(cfg: Any) -> str:

@@ -71,3 +71,18 @@ def test_rows_data_notes_and_export(tmp_path):
   assert [r['round'] for r in run_folders.rows_until(a, 2)] == ['1', '2']
   assert run_folders.data_notes([a, b, str(tmp_path / 'missing')]) == ('held out batch 5', 'subset', 'another')
   assert run_folders.exported(a) and not run_folders.exported(b)
+
+
+def test_only_rows_of_the_same_run_are_reportable(tmp_path):
+  cfg = config(tmp_path)
+  lines = []
+  assert not run_folders.has_reportable_rows(cfg, lines.append)  # No folder yet.
+  write_run(cfg, rounds_completed=1)
+  assert not run_folders.has_reportable_rows(cfg, lines.append)  # No metrics.csv yet.
+  with open(f'{cfg.run_dir}/metrics.csv', 'w') as f:
+    f.write('round,train_loss\n1,0.5\n')
+  assert run_folders.has_reportable_rows(cfg, lines.append) and lines == []
+  write_run(cfg, rounds_completed=1, saved={**cfg.to_json(), 'local_epochs': 2})
+  assert not run_folders.has_reportable_rows(cfg, lines.append)
+  assert lines == [f'skipped in the report: {cfg.run_dir} holds a run with other settings: local_epochs '
+                   '(saved 2, now 5); delete it or choose another --output_dir']
