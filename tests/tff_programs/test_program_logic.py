@@ -342,8 +342,19 @@ def test_target_metric_selects_the_column_for_rounds_to_target(tmp_path):
   assert result.summary['target_metric'] == 'personalized_accuracy_mean'
 
 
-def test_interrupts_are_deferred_to_the_end_of_a_commit():
+@pytest.fixture
+def sigint_handler():
+  """Sets SIGINT's handler for one test and restores it: a shell starts
+  background jobs with SIGINT ignored, and the tests must not depend on it."""
   import signal
+  original = signal.getsignal(signal.SIGINT)
+  yield lambda handler: signal.signal(signal.SIGINT, handler)
+  signal.signal(signal.SIGINT, original)
+
+
+def test_interrupts_are_deferred_to_the_end_of_a_commit(sigint_handler):
+  import signal
+  sigint_handler(signal.default_int_handler)
   events = []
   with pytest.raises(KeyboardInterrupt):
     with program_logic.interrupts_deferred():
@@ -353,6 +364,17 @@ def test_interrupts_are_deferred_to_the_end_of_a_commit():
   with program_logic.interrupts_deferred():
     events.append('quiet')
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_interrupt_stays_ignored_after_a_commit(sigint_handler):
+  import signal
+  sigint_handler(signal.SIG_IGN)  # As in a background job of a shell.
+  events = []
+  with program_logic.interrupts_deferred():
+    signal.raise_signal(signal.SIGINT)
+    events.append('commit finished')
+  assert events == ['commit finished']
+  assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_next_rounds_datasets_are_built_while_this_round_runs(tmp_path):
