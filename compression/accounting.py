@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -106,6 +106,15 @@ def value_encoding(factory: object, shape: Sequence[int]) -> ValueEncoding:
 # one client for downloads); an algorithm that finds all four uses them for the
 # round's row instead of the static costs.
 MEASURED_KEYS = ('upload_values', 'upload_bytes', 'download_values', 'download_bytes')
+
+
+def full_round_column(aggregator_metrics: Any) -> dict[str, int]:
+  """`{'rpn_full_round': 0 or 1}` when the aggregator says whether the round
+  sent full kernels (RPN with full rounds), else `{}`: a row then shows why
+  its traffic differs from its neighbours'."""
+  if isinstance(aggregator_metrics, Mapping) and 'full_round' in aggregator_metrics:
+    return {'rpn_full_round': int(aggregator_metrics['full_round'])}
+  return {}
 
 
 @runtime_checkable

@@ -63,8 +63,10 @@ def summarize(
 
   Keys: rounds_completed, final_eval_accuracy, best_eval_accuracy,
   final_eval_loss, target_accuracy, target_metric, rounds_to_target (of the
-  `accuracy_key` column), total seconds and communication totals, and
-  personalized accuracy mean/std when present.
+  `accuracy_key` column), total seconds and communication totals, the last
+  round's upload_params_per_client / download_params and their means over
+  the rounds (`..._mean`: they differ when rounds send different amounts, as
+  with RPN's full rounds), and personalized accuracy mean/std when present.
   """
   rows = list(rows)
   evals = [(int(r['round']), cell_value(r, 'eval_accuracy')) for r in rows]
@@ -92,6 +94,8 @@ def summarize(
     for key in ('upload_params_per_client', 'download_params'):
       if cell_value(rows[-1], key) is not None:
         summary[key] = int(cell_value(rows[-1], key))
+        values = [cell_value(r, key) for r in rows if cell_value(r, key) is not None]
+        summary[f'{key}_mean'] = sum(values) / len(values)
   if last_eval is not None:
     for key in ('personalized_accuracy_mean', 'personalized_accuracy_std'):
       if cell_value(last_eval, key) is not None:

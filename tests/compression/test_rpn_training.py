@@ -43,6 +43,8 @@ def test_transmission_per_round_and_total(tmp_path, algorithm, aggregator, up_pa
     assert int(row['download_params']) == (POOLED if algorithm == 'rpn' else FULL)
   assert summary['upload_bytes_total'] == 2 * 2 * up_bytes_per_client
   assert summary['upload_params_per_client'] == up_params
+  assert summary['upload_params_per_client_mean'] == up_params
+  assert 'rpn_full_round' not in rows[0]  # Only with --rpn_full_every.
   assert summary['final_eval_accuracy'] > 0.2  # it trains (chance is 0.1)
 
 
@@ -101,6 +103,10 @@ def test_full_every_2_sends_round_2_full(tmp_path, flags, per_client):
   assert [int(r['download_bytes']) - int(r['initial_download_bytes']) for r in rows] == [
       2 * 4 * values for values, _ in per_client]
   assert summary['upload_bytes_total'] == 2 * sum(b for _, b in per_client)
+  assert [int(r['rpn_full_round']) for r in rows] == [0, 1, 0]
+  # The summary: the last (pooled) round's values, and the mean over the three rounds.
+  assert summary['upload_params_per_client'] == per_client[2][0]
+  assert summary['upload_params_per_client_mean'] == pytest.approx(sum(v for v, _ in per_client) / 3)
 
 
 def test_resume_continues_the_full_round_schedule(tmp_path):

@@ -36,6 +36,15 @@ def test_exact_hit_on_an_evaluated_round():
   assert metrics.rounds_to_target([1, 2, 3], [0.5, 0.7, 0.9], 0.7) == pytest.approx(2.0)
 
 
+def test_summary_has_the_last_rounds_traffic_and_its_mean():
+  rows = [{'round': str(k), 'upload_params_per_client': str(p), 'download_params': str(d)}
+          for k, p, d in [(1, 8, 10), (2, 40, 50), (3, 8, 10)]]
+  s = metrics.summarize(rows, target_accuracy=None)
+  assert (s['upload_params_per_client'], s['download_params']) == (8, 10)
+  assert s['upload_params_per_client_mean'] == pytest.approx(56 / 3)
+  assert s['download_params_mean'] == pytest.approx(70 / 3)
+
+
 def test_summarize_reads_rows():
   rows = [
       {'round': '1', 'seconds': '1.0', 'eval_accuracy': '', 'upload_bytes': '10', 'download_bytes': '20'},

@@ -195,7 +195,8 @@ class LearningProcessAlgorithm(base.FederatedAlgorithm):
 
   def _communication(self, aggregator_metrics: Mapping[str, Any], m: int) -> dict[str, float]:
     """Per-round transmission: measured by the aggregator if it reports it
-    (RPN with a threshold), else the static per-client costs."""
+    (RPN always does: its threshold and full rounds change what is sent), else
+    the static per-client costs; with RPN full rounds, `rpn_full_round`."""
     result = accounting.traffic_row(self.upload_cost, self.download_cost, m)
     if all(k in aggregator_metrics for k in accounting.MEASURED_KEYS):
       measured = {k: int(aggregator_metrics[k]) for k in accounting.MEASURED_KEYS}
@@ -203,6 +204,7 @@ class LearningProcessAlgorithm(base.FederatedAlgorithm):
       result['upload_bytes'] = measured['upload_bytes']
       result['download_params'] = measured['download_values'] + self._download_extra.params
       result['download_bytes'] = (measured['download_bytes'] + self._download_extra.bytes) * m
+    result.update(accounting.full_round_column(aggregator_metrics))
     return result
 
   def model_weights(self, state: Any) -> list[np.ndarray]:

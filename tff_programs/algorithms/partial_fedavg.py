@@ -329,6 +329,7 @@ class PartialFedAvg:
       row['upload_bytes'] = int(measured['upload_bytes']) + self._nt_cost.bytes * m
       row['download_params'] = int(measured['download_values']) + self._nt_cost.params
       row['download_bytes'] = (int(measured['download_bytes']) + self._nt_cost.bytes) * m
+    row.update(accounting.full_round_column(measured))
     return new_state, list(new_personal), row
 
   def keras_weights(self, state: Any, personal: Any) -> list[np.ndarray]:
