@@ -30,6 +30,7 @@ from tff_programs import model_adapter
 from tff_programs import options
 from tff_programs import sections
 from tff_programs.algorithms import base
+from tff_programs.algorithms import client_loop
 from tff_programs.algorithms import fedavg_stats
 from tff_programs.options import option
 
@@ -268,6 +269,7 @@ def build_tff_fedavg(task: base.Task, training: sections.ClientTrainingOptions,
       server_optimizer_fn=_sgd(opts.server_learning_rate),
       client_weighting=WEIGHTINGS[opts.client_weighting],
       model_aggregator=DroppedClientCounter(aggregator),
+      loop_implementation=client_loop.TFF_LOOP,
   )
   return LearningProcessAlgorithm(
       name=name,
@@ -323,6 +325,7 @@ def build_tff_fedsgd(task: base.Task, training: sections.ClientTrainingOptions,
       ),
       server_optimizer_fn=_sgd(step),
       model_aggregator=DroppedClientCounter(aggregator),
+      loop_implementation=client_loop.TFF_LOOP,
   )
   return LearningProcessAlgorithm(
       name='fedsgd',

@@ -34,6 +34,7 @@ from tff_programs import model_adapter
 from tff_programs import options
 from tff_programs import sections
 from tff_programs.algorithms import base
+from tff_programs.algorithms import client_loop
 from tff_programs.algorithms import fedavg
 from tff_programs.algorithms import fedavg_stats
 from tff_programs.options import option
@@ -86,8 +87,8 @@ def build_client_work(task: base.Task, *, learning_rate: float, mu: float,
       return (totals[0] + output.loss * tf.cast(n, tf.float32), totals[1] + correct,
               totals[2] + n)
 
-    loss_sum, correct, examples = data.reduce(
-        (tf.constant(0.0), tf.constant(0.0), tf.constant(0, tf.int64)), step)
+    loss_sum, correct, examples = client_loop.fold(
+        data, (tf.constant(0.0), tf.constant(0.0), tf.constant(0, tf.int64)), step)
     update = [a - tf.identity(v) for a, v in zip(initial.trainable, weights.trainable)]
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(u)) for u in update]
                            + [tf.math.is_finite(loss_sum)])

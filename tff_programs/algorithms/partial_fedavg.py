@@ -40,6 +40,7 @@ from compression import accounting
 from tff_programs import model_adapter
 from tff_programs import schedule
 from tff_programs.algorithms import base
+from tff_programs.algorithms import client_loop
 
 WEIGHTINGS = ('num_examples', 'uniform')
 
@@ -164,7 +165,7 @@ def sgd_epochs(model, trainable_vars, dataset, learning_rate, num_batches=None):
                  tf.cast(batch['y'], tf.int64)), tf.float32))
     return (totals[0] + output.loss * tf.cast(n, tf.float32), totals[1] + correct, totals[2] + n)
 
-  return dataset.reduce(zero, step)
+  return client_loop.fold(dataset, zero, step)
 
 
 def build_process(

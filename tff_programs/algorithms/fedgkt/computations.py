@@ -43,6 +43,7 @@ import tensorflow_federated as tff
 
 from models import gkt
 from tff_programs import model_adapter
+from tff_programs.algorithms import client_loop
 from tff_programs.algorithms import partial_fedavg
 from tff_programs.algorithms.fedgkt import feature_store
 from tff_programs.algorithms.fedgkt import losses
@@ -186,7 +187,7 @@ def build_fedgkt_computations(
           teacher_mask, alpha=alpha, temperature=temperature, optimizer_state=state)
       return add_totals(totals, out.loss, batch['y'], out.logits), out.optimizer_state
 
-    totals, opt_state = train_data.reduce((zero_totals(), opt_state), step)
+    totals, opt_state = client_loop.fold(train_data, (zero_totals(), opt_state), step)
     features, logits, labels = gather(h_spec), gather(z_spec), gather(y_spec)
     i = tf.constant(0)
     for batch in extract_data:
@@ -232,7 +233,7 @@ def build_fedgkt_computations(
           alpha=alpha, temperature=temperature, optimizer_state=opt)
       return add_totals(totals, out.loss, batch['y'], out.logits), out.optimizer_state
 
-    totals, opt_state = data.reduce((zero_totals(), opt_state), step)
+    totals, opt_state = client_loop.fold(data, (zero_totals(), opt_state), step)
     return collections.OrderedDict(
         state=collections.OrderedDict(model=model_adapter.snapshot_weights(server),
                                       optimizer=opt_state),
