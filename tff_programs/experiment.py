@@ -144,7 +144,8 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: Optional[bool] = Non
   os.makedirs(cfg.output_dir, exist_ok=True)
   pending_log = os.path.join(cfg.output_dir, f'.{cfg.resolved_run_name}.tff_worker.log')
   with runtime.tff_runtime(log_path=pending_log, isolation=isolation,
-                           worker_binary=cfg.worker_binary) as worker, (
+                           worker_binary=cfg.worker_binary,
+                           max_concurrent_computation_calls=cfg.worker_concurrency) as worker, (
       contextlib.ExitStack()) as cleanup:
     cleanup.enter_context(task.data)
     algorithm = build_algorithm(cfg, task)

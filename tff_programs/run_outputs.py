@@ -30,7 +30,7 @@ RESUMABLE_KEYS = frozenset({
     'rounds', 'resume', 'checkpoint_every', 'progress', 'export', 'eval_every',
     'target_accuracy', 'output_dir', 'quantize', 'data_dir', 'stop_at_target',
     'export_clients', 'run_name', 'client_state_memory_mb', 'require_private_executor',
-    'target_metric', 'workers', 'worker_tls_dir', 'worker_binary',
+    'target_metric', 'workers', 'worker_tls_dir', 'worker_binary', 'worker_concurrency',
 })
 
 

@@ -2,6 +2,7 @@
 eval_accuracy, export defaults and gaps, data notes."""
 
 import collections
+import csv
 import json
 import os
 
@@ -43,6 +44,26 @@ def test_an_executor_that_cannot_run_privately_is_refused_before_the_run_folder(
   with pytest.raises(runtime.ExecutorError, match='--require_private_executor: no private network'):
     experiment.run_experiment(cfg, **QUIET)
   assert not os.path.exists(cfg.run_dir)
+
+
+def test_worker_concurrency_reaches_the_worker_and_changes_no_result(tmp_path, monkeypatch):
+  # The worker's --max_concurrent_computation_calls comes from --worker_concurrency;
+  # clients one at a time (the default, 1) or all at once (-1) give the same rows.
+  started = []
+  original = runtime.tff_runtime
+  monkeypatch.setattr(runtime, 'tff_runtime', lambda **kw: (started.append(
+      kw['max_concurrent_computation_calls']), original(**kw))[1])
+  rows = {}
+  for calls in (None, -1):
+    overrides = {} if calls is None else {'worker_concurrency': calls}
+    cfg = experiment.ExperimentConfig(**dict(DIGITS, rounds=2, export=False, **overrides),
+                                      output_dir=str(tmp_path), run_name=f'c{calls}')
+    experiment.run_experiment(cfg, **QUIET)
+    with open(os.path.join(cfg.run_dir, 'metrics.csv')) as f:
+      rows[calls] = [{k: v for k, v in row.items() if 'seconds' not in k}
+                     for row in csv.DictReader(f)]
+  assert started == [1, -1]
+  assert len(rows[None]) == 2 and rows[None] == rows[-1]
 
 
 # ---- export -------------------------------------------------------------------
