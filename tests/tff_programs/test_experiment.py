@@ -51,8 +51,12 @@ def test_worker_concurrency_reaches_the_worker_and_changes_no_result(tmp_path, m
   # clients one at a time (the default, 1) or all at once (-1) give the same rows.
   started = []
   original = runtime.tff_runtime
-  monkeypatch.setattr(runtime, 'tff_runtime', lambda **kw: (started.append(
-      kw['max_concurrent_computation_calls']), original(**kw))[1])
+
+  def recording_runtime(**kwargs):
+    started.append(kwargs['max_concurrent_computation_calls'])
+    return original(**kwargs)
+
+  monkeypatch.setattr(runtime, 'tff_runtime', recording_runtime)
   rows = {}
   for calls in (None, -1):
     overrides = {} if calls is None else {'worker_concurrency': calls}
