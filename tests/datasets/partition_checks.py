@@ -19,7 +19,8 @@ def assert_exact_cover(parts: list[np.ndarray], num_examples: int) -> None:
   np.testing.assert_array_equal(np.sort(all_idx), np.arange(num_examples))
 
 
-def assert_same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+def same_parts(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+  """Whether two partitions have the same parts, in the same order."""
   return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 

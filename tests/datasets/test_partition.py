@@ -7,7 +7,7 @@ import pytest
 
 from datasets import partition
 
-from tests.datasets.partition_checks import MNIST_LIKE, assert_exact_cover, assert_one_line, assert_same
+from tests.datasets.partition_checks import MNIST_LIKE, assert_exact_cover, assert_one_line, same_parts
 
 
 # ---------------------------------------------------------------- iid
@@ -30,8 +30,8 @@ def test_iid_deterministic_for_seed_and_differs_across_seeds():
   a = partition.iid(1000, 7, seed=3)
   b = partition.iid(1000, 7, seed=3)
   c = partition.iid(1000, 7, seed=4)
-  assert assert_same(a, b)
-  assert not assert_same(a, c)
+  assert same_parts(a, b)
+  assert not same_parts(a, c)
 
 
 @pytest.mark.parametrize('num_clients', [0, -1, 11])
@@ -86,8 +86,8 @@ def test_shards_deterministic_and_seed_dependent():
   a = partition.shards(MNIST_LIKE[::10], 20, seed=5)
   b = partition.shards(MNIST_LIKE[::10], 20, seed=5)
   c = partition.shards(MNIST_LIKE[::10], 20, seed=6)
-  assert assert_same(a, b)
-  assert not assert_same(a, c)
+  assert same_parts(a, b)
+  assert not same_parts(a, c)
 
 
 def test_shards_impossible_is_one_line_error():
@@ -150,8 +150,8 @@ def test_k_class_deterministic_and_seed_dependent():
   a = partition.k_class(MNIST_LIKE[::20], 10, classes_per_client=2, seed=1)
   b = partition.k_class(MNIST_LIKE[::20], 10, classes_per_client=2, seed=1)
   c = partition.k_class(MNIST_LIKE[::20], 10, classes_per_client=2, seed=2)
-  assert assert_same(a, b)
-  assert not assert_same(a, c)
+  assert same_parts(a, b)
+  assert not same_parts(a, c)
 
 
 @pytest.mark.parametrize('k', [0, 11])
@@ -196,8 +196,8 @@ def test_dirichlet_deterministic_and_seed_dependent():
   a = partition.dirichlet(labels, 5, alpha=0.3, seed=9, min_size=5)
   b = partition.dirichlet(labels, 5, alpha=0.3, seed=9, min_size=5)
   c = partition.dirichlet(labels, 5, alpha=0.3, seed=10, min_size=5)
-  assert assert_same(a, b)
-  assert not assert_same(a, c)
+  assert same_parts(a, b)
+  assert not same_parts(a, c)
 
 
 @pytest.mark.parametrize('alpha', [0.0, -1.0, float('nan')])
@@ -241,18 +241,18 @@ def test_registry_matches_direct_calls():
   labels = MNIST_LIKE[::50]
   reg = partition.PARTITIONERS
   assert sorted(reg) == ['dirichlet', 'iid', 'k_class', 'shards']
-  assert assert_same(
+  assert same_parts(
       reg['iid'](labels, 4, seed=1), partition.iid(len(labels), 4, seed=1)
   )
-  assert assert_same(
+  assert same_parts(
       reg['shards'](labels, 4, seed=1, shards_per_client=3),
       partition.shards(labels, 4, shards_per_client=3, seed=1),
   )
-  assert assert_same(
+  assert same_parts(
       reg['k_class'](labels, 5, seed=1, classes_per_client=2),
       partition.k_class(labels, 5, classes_per_client=2, seed=1),
   )
-  assert assert_same(
+  assert same_parts(
       reg['dirichlet'](labels, 4, seed=1, alpha=0.5, min_size=3),
       partition.dirichlet(labels, 4, alpha=0.5, min_size=3, seed=1),
   )
@@ -263,7 +263,7 @@ def test_registry_ignores_other_partitioners_options_and_none():
   got = partition.PARTITIONERS['iid'](
       labels, 4, seed=1, alpha=0.5, classes_per_client=None, min_size=10
   )
-  assert assert_same(got, partition.iid(len(labels), 4, seed=1))
+  assert same_parts(got, partition.iid(len(labels), 4, seed=1))
 
 
 def test_registry_unknown_and_missing_options_are_one_line_errors():

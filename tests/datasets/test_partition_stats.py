@@ -9,7 +9,7 @@ from datasets import partition
 from datasets import partition_base
 from datasets import partition_stats
 
-from tests.datasets.partition_checks import MNIST_LIKE, assert_exact_cover, assert_one_line, assert_same
+from tests.datasets.partition_checks import MNIST_LIKE, assert_exact_cover, assert_one_line, same_parts
 
 
 # ------------------------------------------------------- histogram / format
@@ -76,4 +76,4 @@ def test_split_test_like_train_never_gives_unheld_class():
   assert len(all_idx) == len(np.unique(all_idx))  # Disjoint.
   assert len(all_idx) == 1000  # Every class is held by someone here.
   again = partition_stats.split_test_like_train(test_labels, train_hist, seed=3)
-  assert assert_same(test_parts, again)
+  assert same_parts(test_parts, again)
