@@ -12,8 +12,9 @@ the server from the clients' logits Z_c. A round:
      and uploads (H, Z_c, Y);
   3. the server trains E_s epochs on all received (H, Z_c, Y) with
      CE + alpha T^2 KL(Z_c || z_s) (CE only unless kd_mode='both');
-  4. it computes Z_s of each client's H and sends them back; the client keeps
-     them as the teacher of its next round.
+  4. it computes Z_s of each client's H (training-mode BN, as the released
+     code's server logits come from its training pass) and sends them back;
+     the client keeps them as the teacher of its next round.
 mode='sync' runs 1-4 as above (the server waits for every sampled client);
 mode='async' simulates the asynchronous server: clients are processed in the
 sampled order and the server trains on each client's features as they arrive

@@ -23,6 +23,8 @@ non_trainable=<...>), S = server weights, same layout; O_e, O_s:
                  -> <state=<model=S, optimizer=O_s>,
                      metrics=<loss_sum,correct,examples>>@SERVER)
   server_infer: (<S@SERVER, <h,z,y>*@SERVER> -> float32[?,C]@SERVER)
+      Z_s of each batch with training-mode BN (batch statistics), as in
+      FedGKT's released code; the returned state is untouched.
 
 The models come from builders: `default_edge_builder` (FedGKT's ResNet-8,
 `models.gkt`) and `default_server_builder` (ResNet-55/109) unless the caller
@@ -249,13 +251,21 @@ def build_fedgkt_computations(
   def server_train(state, data, learning_rate):
     return tff.federated_map(server_update, (state, data, learning_rate))
 
+  # Z_s with training-mode BN (each batch's own statistics), as the server
+  # computes logits while it trains: FedGKT's released code keeps the
+  # server's training-pass outputs "since the client will continue the
+  # iteration based on the server logits". Inference-mode BN would use moving
+  # statistics that lag the weights by ~1/(1 - momentum) = 100 steps: in the
+  # first rounds those Z_s are noise, and alpha * T^2 * KL toward them kept the
+  # edge models at chance (cifar10_fedgkt_iid, rounds 1-3). The moving
+  # statistics this call updates belong to its throwaway model copy.
   @tf.function
   def infer_work(server, weights, data):
     model_adapter.assign_weights(server, weights)
     logits = gather(z_spec)
     i = tf.constant(0)
     for batch in data:
-      logits = logits.write(i, server(batch['h'], training=False))
+      logits = logits.write(i, server(batch['h'], training=True))
       i += 1
     return logits.concat()
 

@@ -150,6 +150,34 @@ def test_one_round_returns_server_logits_and_counts_communication(tff_context):
   assert m['features_spilled'] == 0
 
 
+def tiny_bn_server(feature_shape, num_classes=C):
+  """tiny_server with a BatchNormalization before the logits."""
+  features = tf.keras.Input(feature_shape)
+  flat = tf.keras.layers.BatchNormalization(name='s_bn')(tf.keras.layers.Flatten()(features))
+  return tf.keras.Model(features, tf.keras.layers.Dense(num_classes, name='s_logits')(flat),
+                        name='tiny_bn_server')
+
+
+def test_server_logits_use_batch_statistics_like_the_servers_training_pass(tff_context):
+  # FedGKT's released code sends the logits of the server's training pass:
+  # BN normalizes with the batch's statistics, not the moving ones (which lag
+  # the weights: after 2 epochs here they are still near their initial 0 / 1).
+  alg = fedgkt.FedGKTAlgorithm(with_data(TASK, DATA),
+                               dataclasses.replace(CONFIG, server_batch_size=8),
+                               edge_builder=tiny_edge, server_builder=tiny_bn_server)
+  _, _, out = first_round(alg)
+  for cid in ('a', 'b'):  # 5 and 7 examples: one server batch each
+    new = out.client_states[cid]
+    extractor, _, full = tiny_edge()
+    model_adapter.assign_weights(full, new['edge'])
+    server = tiny_bn_server((4, 4, 2))
+    model_adapter.assign_weights(server, out.state['model'])
+    h = extractor(DATA.train_arrays[cid][0], training=False)
+    np.testing.assert_allclose(new['server_logits'], server(h, training=True).numpy(),
+                               rtol=1e-4, atol=1e-5)
+    assert np.abs(new['server_logits'] - server(h, training=False).numpy()).max() > 1e-2
+
+
 @pytest.mark.parametrize('mode', ['sync', 'async'])
 def test_spilled_features_train_exactly_like_features_in_ram(tff_context, tmp_path, monkeypatch, mode):
   spill_dir = str(tmp_path / 'spill')
