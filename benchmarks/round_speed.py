@@ -208,11 +208,16 @@ def main() -> None:
   if 'scaling' in parts:
     # Wall seconds carry the VM's speed mode; CPU seconds (driver + worker) are
     # the cost of the work itself, so linearity is judged on both.
+    # The sizes run in A-B-B-A order (10, 20, 50, 100, 100, 50, 20, 10), each
+    # pooling its two series: a drift of the VM's speed over the minutes of
+    # the series weighs on every size alike instead of on the last ones.
     rounds = 2 + max(args.repeats, 2) + 1
-    points = collections.OrderedDict()
-    for m in ((2, 4) if quick else (10, 20, 50, 100)):
-      points[m] = timing.cost_of_rounds(data, rounds=rounds, clients_per_round=m)
-      print(f'scaling: {m} clients: {points[m]}', flush=True)
+    sizes = (2, 4) if quick else (10, 20, 50, 100)
+    series = collections.defaultdict(list)
+    for m in (*sizes, *reversed(sizes)):
+      series[m].append(timing.cost_of_rounds(data, rounds=rounds, clients_per_round=m))
+      print(f'scaling: {m} clients: {series[m][-1]}', flush=True)
+    points = collections.OrderedDict((m, timing.pooled_costs(series[m])) for m in sizes)
     first = min(points)
     for kind in ('seconds', 'cpu_seconds'):
       base_per_client = points[first][kind] / first

@@ -16,6 +16,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -318,6 +319,15 @@ def cost_of_rounds(data: federated.FederatedData, *, rounds: int,
   return {'seconds': med(seconds), 'cpu_seconds': med([cpu[r] for r in measured]),
           'rounds': seconds, 'cpu_rounds': [cpu[r] for r in measured],
           'busy_cores': [busy[r] for r in measured]}
+
+
+def pooled_costs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """`cost_of_rounds` results of the same setting pooled: medians over all
+  their rounds (e.g. the two halves of an A-B-B-A series)."""
+  rounds = [s for r in runs for s in r['rounds']]
+  cpu = [c for r in runs for c in r['cpu_rounds']]
+  return {'seconds': med(rounds), 'cpu_seconds': med(cpu), 'rounds': rounds,
+          'cpu_rounds': cpu, 'busy_cores': [b for r in runs for b in r['busy_cores']]}
 
 
 def worker_cpu_seconds() -> float:
