@@ -307,27 +307,29 @@ def cli_rounds(data: federated.FederatedData, *, rounds: int, clients_per_round:
   return [float(r['seconds']) for r in rows[1:-1]] or [float(rows[-1]['train_seconds'])]
 
 
+def round_costs(seconds: Sequence[float], cpu_seconds: Sequence[float],
+                busy_cores: Sequence[float]) -> dict[str, Any]:
+  """Medians of wall and CPU seconds, with every round's values and busy cores."""
+  return {'seconds': med(seconds), 'cpu_seconds': med(cpu_seconds), 'rounds': list(seconds),
+          'cpu_rounds': list(cpu_seconds), 'busy_cores': list(busy_cores)}
+
+
 def cost_of_rounds(data: federated.FederatedData, *, rounds: int,
                    clients_per_round: int) -> dict[str, Any]:
-  """Medians of wall and CPU seconds of CLI rounds 2..N-1 (E=1, B=10), with
-  every round's values and busy cores."""
+  """`round_costs` of CLI rounds 2..N-1 (E=1, B=10)."""
   busy: dict[int, float] = {}
   cpu: dict[int, float] = {}
   seconds = cli_rounds(data, rounds=rounds, clients_per_round=clients_per_round, epochs=1,
                        batch=10, busy_cores=busy, cpu_seconds=cpu)
   measured = range(2, 2 + len(seconds))
-  return {'seconds': med(seconds), 'cpu_seconds': med([cpu[r] for r in measured]),
-          'rounds': seconds, 'cpu_rounds': [cpu[r] for r in measured],
-          'busy_cores': [busy[r] for r in measured]}
+  return round_costs(seconds, [cpu[r] for r in measured], [busy[r] for r in measured])
 
 
 def pooled_costs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-  """`cost_of_rounds` results of the same setting pooled: medians over all
+  """`cost_of_rounds` results of the same setting pooled: `round_costs` over all
   their rounds (e.g. the two halves of an A-B-B-A series)."""
-  rounds = [s for r in runs for s in r['rounds']]
-  cpu = [c for r in runs for c in r['cpu_rounds']]
-  return {'seconds': med(rounds), 'cpu_seconds': med(cpu), 'rounds': rounds,
-          'cpu_rounds': cpu, 'busy_cores': [b for r in runs for b in r['busy_cores']]}
+  return round_costs(*([v for r in runs for v in r[key]]
+                       for key in ('rounds', 'cpu_rounds', 'busy_cores')))
 
 
 def worker_cpu_seconds() -> float:
