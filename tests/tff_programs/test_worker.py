@@ -113,8 +113,13 @@ def connect_as(uid, port):
             '    data += chunk\n'
             'except OSError: pass\n'
             'print(data.hex())\n')
-  result = subprocess.run(['/usr/bin/python3', '-I', '-c', script], user=uid, cwd='/',
-                          capture_output=True, text=True, timeout=60)
+  # setpriv switches the user after exec: `subprocess.run(user=uid)` must fork()
+  # this gRPC-threaded process (no vfork with a user change), and the forked
+  # child crashed once in CI (SIGSEGV before exec; gRPC: "Other threads are
+  # currently calling into gRPC, skipping fork() handlers").
+  result = subprocess.run(['/usr/bin/setpriv', f'--reuid={uid}', f'--regid={uid}',
+                           '--clear-groups', '/usr/bin/python3', '-I', '-c', script],
+                          cwd='/', capture_output=True, text=True, timeout=60)
   assert result.returncode == 0, result.stderr
   return bytes.fromhex(result.stdout.strip())
 
