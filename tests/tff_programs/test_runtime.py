@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_programs import runtime
+from tests.tff_programs.process_checks import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,12 +25,8 @@ def add_one(x):
 
 
 def _wait_gone(tag, timeout=10.0):
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline:
-    if not runtime.tagged_worker_pids(tag):
-      return True
-    time.sleep(0.1)
-  return False
+  """Whether every worker_binary tagged `tag` ends within `timeout` seconds."""
+  return wait_until(lambda: not runtime.tagged_worker_pids(tag), timeout, interval=0.1)
 
 
 def test_worker_runs_inside_block_and_is_gone_after():

@@ -8,7 +8,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,6 +16,7 @@ from tff_programs import remote_runtime
 from tff_programs import runtime
 from tff_programs import worker as worker_lib
 from tff_programs import worker_tls
+from tests.tff_programs.process_checks import wait_gone, wait_until
 
 REPO = worker_lib.REPO_ROOT
 
@@ -24,15 +24,6 @@ REPO = worker_lib.REPO_ROOT
 def run_cli(*args, timeout=120):
   return subprocess.run([sys.executable, '-m', 'tff_programs.worker', *args], cwd=REPO,
                         capture_output=True, text=True, timeout=timeout)
-
-
-def wait_gone(pid, timeout=20.0):
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline:
-    if not worker_lib._process_alive(pid):  # pylint: disable=protected-access
-      return True
-    time.sleep(0.05)
-  return False
 
 
 def listeners_of(pid, namespace_pid):
@@ -84,10 +75,7 @@ def test_serves_loopback_only_keeps_the_executor_private_and_stops_on_sigterm(tm
     w.close()
     if os.geteuid() == 0:  # Another user of this machine is refused.
       assert connect_as(65534, port) == b''
-      deadline = time.monotonic() + 10
-      while "not uid 65534" not in log.read_text():
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
+      assert wait_until(lambda: 'not uid 65534' in log.read_text(), timeout=10), log.read_text()
       assert re.search(r"refused 127\.0\.0\.1:\d+: plaintext connections are for this worker's "
                        rf"user \(uid {os.getuid()}\) only, not uid 65534", log.read_text())
   finally:

@@ -11,7 +11,6 @@ import concurrent.futures
 import os
 import re
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -29,6 +28,7 @@ from tff_programs.remote import errors
 from tff_programs.remote import measured as measured_lib
 from tff_programs.remote import pool as pool_lib
 from tff_programs.remote import workers as workers_lib
+from tests.tff_programs.process_checks import wait_gone
 
 
 SPEC = collections.OrderedDict(x=tf.TensorSpec([None, 2], tf.float32),
@@ -73,15 +73,6 @@ def fedavg_round(alg, state, round_num=1, clients=CLIENTS):
 def start_workers(n, **kwargs):
   with concurrent.futures.ThreadPoolExecutor(n) as threads:
     return list(threads.map(lambda _: worker_lib.spawn(**kwargs), range(n)))
-
-
-def wait_gone(pid, timeout=20.0):
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline:
-    if not worker_lib._process_alive(pid):  # pylint: disable=protected-access
-      return True
-    time.sleep(0.05)
-  return False
 
 
 def stop_all(procs):
