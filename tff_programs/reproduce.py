@@ -110,6 +110,9 @@ flags.DEFINE_string('worker_tls_dir', None, 'Driver certificates for --workers o
                     flag_values=FLAGS)
 flags.DEFINE_string('worker_binary', None, 'A user-built TFF executor service (as train.py --worker_binary).',
                     flag_values=FLAGS)
+flags.DEFINE_integer('worker_concurrency', None, "Client computations the local TFF worker runs at once "
+                     "(as train.py --worker_concurrency; default: train.py's, 1). Changes no result.",
+                     flag_values=FLAGS)
 flags.DEFINE_bool('help', False, 'Show this help and exit.', short_name='h', flag_values=FLAGS)
 
 USER_ERRORS = (ValueError, FileNotFoundError)
@@ -142,8 +145,8 @@ def plan(
 ) -> list[PlannedRun]:
   """The runs of `settings` x `learning_rates`, validated, with their status.
 
-  `executor`: where the runs compute (ExperimentConfig's workers,
-  worker_tls_dir, worker_binary); it changes no result.
+  `executor`: where and how the runs compute (ExperimentConfig's workers,
+  worker_tls_dir, worker_binary, worker_concurrency); it changes no result.
   """
   exp = paper_experiments.get_experiment(name)
   export = exp.export if export is None else export
@@ -245,7 +248,7 @@ def reproduce(
   """Runs (or reuses/resumes) an experiment's runs and writes its report.
 
   Arguments are the flags of the same names (None: the experiment's default);
-  `executor` holds --workers, --worker_tls_dir, --worker_binary.
+  `executor` holds --workers, --worker_tls_dir, --worker_binary, --worker_concurrency.
 
   Returns:
     The report's files: kind ('report', 'results', '<name>_plot') -> path.
@@ -330,6 +333,15 @@ def _error(message: str) -> int:
   return 2
 
 
+def _executor_flags() -> dict:
+  """ExperimentConfig fields from the executor flags (unset ones keep the config default)."""
+  executor = {'workers': FLAGS.workers, 'worker_tls_dir': FLAGS.worker_tls_dir,
+              'worker_binary': FLAGS.worker_binary}
+  if FLAGS.worker_concurrency is not None:
+    executor['worker_concurrency'] = FLAGS.worker_concurrency
+  return executor
+
+
 def _sigterm_to_interrupt(signum, frame):
   del signum, frame
   raise KeyboardInterrupt('SIGTERM')
@@ -360,8 +372,7 @@ def main(argv: Sequence[str]) -> int:
         lr_grid=FLAGS.lr_grid, lr_center=FLAGS.lr_center, lr_points=FLAGS.lr_points,
         max_rounds=FLAGS.max_rounds, only=FLAGS.only, seed=FLAGS.seed, export=FLAGS.export,
         report_only=FLAGS.report_only, show_progress=FLAGS.progress,
-        executor={'workers': FLAGS.workers, 'worker_tls_dir': FLAGS.worker_tls_dir,
-                  'worker_binary': FLAGS.worker_binary})
+        executor=_executor_flags())
   except KeyboardInterrupt:
     print('reproduce: interrupted; finished rounds are saved. Run the same command again to '
           'continue (finished runs are reused).', file=sys.stderr)

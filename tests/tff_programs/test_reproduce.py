@@ -17,6 +17,7 @@ from datasets import registry as dataset_registry
 from tff_programs import experiment
 from tff_programs import paper_experiments
 from tff_programs import reproduce
+from tff_programs import reproduce_comparison
 from tff_programs import runtime
 
 EXPERIMENTS = paper_experiments.EXPERIMENTS
@@ -159,12 +160,37 @@ def test_help_and_list(capsys):
     (['--experiment=smoke', '--lr_grid=fast'], "--lr_grid='fast': must be paper3 or paper6"),
     (['--experiment=smoke', '--max_rounds=0'], '--max_rounds=0: must be an integer >= 1'),
     (['--experiment=smoke', '--bogus'], "Unknown command line flag 'bogus'"),
+    (['--experiment=smoke', '--worker_concurrency=0'],
+     '--worker_concurrency=0: must be -1 (unlimited) or an integer >= 1'),
 ])
 def test_bad_flags_are_one_line_errors(capsys, tmp_path, args, expected):
   assert reproduce.main(['reproduce', f'--output_dir={tmp_path}', *args]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith(f'reproduce: error: {expected}'), err
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('experiment_name,module', [('smoke', reproduce),
+                                                    ('smoke_comparison', reproduce_comparison)])
+def test_worker_concurrency_reaches_every_planned_run(experiment_name, module, tmp_path, capsys,
+                                                      monkeypatch):
+  # The planned configs are recorded where they would start training; the
+  # recorder then interrupts, as Ctrl-C would, so nothing trains.
+  seen = []
+
+  def record_and_stop(planned, **kwargs):
+    del kwargs
+    seen.append([p.config.worker_concurrency for p in planned])
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(module, 'execute', record_and_stop)
+  base = ['reproduce', f'--experiment={experiment_name}', f'--output_dir={tmp_path}',
+          '--progress=false']
+  assert reproduce.main(base) == 130
+  assert reproduce.main([*base, '--worker_concurrency=-1']) == 130
+  assert 'interrupted; finished rounds are saved' in capsys.readouterr().err
+  assert len(seen) == 2 and len(seen[0]) >= 2
+  assert seen == [[1] * len(seen[0]), [-1] * len(seen[0])]
 
 
 def _own_workers(exclude_tag):
