@@ -68,6 +68,14 @@ def check_port(port: int) -> int:
   return port
 
 
+def check_concurrency(calls: int) -> int:
+  """`calls` if -1 (unlimited) or >= 1 (the executor's --max_concurrent_computation_calls)."""
+  if calls < 1 and calls != -1:
+    raise worker_tls.WorkerConfigError(
+        f'--concurrency={calls}: must be -1 (unlimited) or an integer >= 1')
+  return calls
+
+
 def stock_worker_binary() -> str:
   """The wheel's worker_binary path, found without importing TensorFlow."""
   spec = importlib.util.find_spec('tensorflow_federated')
@@ -130,9 +138,10 @@ async def _serve(executor, relay: worker_tls.Relay, host: str, port: int, descri
 
 def run(port: int, *, host: Optional[str] = None, tls_dir: Optional[str] = None,
         worker_binary: Optional[str] = None, log_file: Optional[str] = None,
-        isolation: str = 'required') -> int:
+        isolation: str = 'required', concurrency: int = -1) -> int:
   """Validates the flags, starts the executor and serves; returns the exit code."""
   check_port(port)
+  check_concurrency(concurrency)
   tls = tls_dir is not None
   host = listen_host(host, tls)
   ssl_context = worker_tls.server_context(tls_dir) if tls else None
@@ -150,7 +159,7 @@ def run(port: int, *, host: Optional[str] = None, tls_dir: Optional[str] = None,
     log.info(notice)
     print(f'worker: {notice}', file=sys.stderr, flush=True)
   executor = runtime.LocalWorker(
-      command=[binary, '--max_concurrent_computation_calls=-1'], log_path=log_file,
+      command=[binary, f'--max_concurrent_computation_calls={concurrency}'], log_path=log_file,
       isolation=isolation)
   try:
     try:
@@ -202,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--log_file', default=None,
                       help='log of this worker and its executor (default: '
                       'fedsuite_worker_<pid>.log in the temp folder)')
+  parser.add_argument('--concurrency', type=int, default=-1,
+                      help='client computations the executor runs at once (its '
+                      '--max_concurrent_computation_calls): -1 (default, TFF\'s): all the driver '
+                      'sends; 1: one after another, each using all cores (the steadier choice '
+                      'on a 2-core machine, see train.py --worker_concurrency). Changes no result.')
   parser.add_argument('--executor_isolation', choices=('required', 'auto'), default='required',
                       help='required (default): refuse to run when the executor cannot get a '
                       'private network namespace; auto: then run it in this machine\'s namespace '
@@ -216,7 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     return run(args.port, host=args.host, tls_dir=args.worker_tls_dir,
                worker_binary=args.worker_binary, log_file=args.log_file,
-               isolation=args.executor_isolation)
+               isolation=args.executor_isolation, concurrency=args.concurrency)
   except KeyboardInterrupt:
     return EXIT_OK
   except (worker_tls.WorkerConfigError, OSError) as e:
@@ -258,8 +272,8 @@ class WorkerProcess:
 
 def spawn(*, port: int = 0, host: Optional[str] = None, tls_dir: Optional[str] = None,
           worker_binary: Optional[str] = None, log_file: Optional[str] = None,
-          isolation: Optional[str] = None, prefix: Sequence[str] = (),
-          start_timeout: float = 180.0) -> WorkerProcess:
+          isolation: Optional[str] = None, concurrency: Optional[int] = None,
+          prefix: Sequence[str] = (), start_timeout: float = 180.0) -> WorkerProcess:
   """Starts a worker process and returns once it serves (its address parsed
   from the line it prints). `prefix` runs it under another command (e.g.
   `ip netns exec NAME`). RuntimeError (with the worker's stderr) if it exits
@@ -267,7 +281,7 @@ def spawn(*, port: int = 0, host: Optional[str] = None, tls_dir: Optional[str] =
   command = [*prefix, sys.executable, '-m', 'tff_programs.worker', f'--port={port}']
   for flag, value in (('host', host), ('worker_tls_dir', tls_dir),
                       ('worker_binary', worker_binary), ('log_file', log_file),
-                      ('executor_isolation', isolation)):
+                      ('executor_isolation', isolation), ('concurrency', concurrency)):
     if value is not None:
       command.append(f'--{flag}={value}')
   env = dict(os.environ)

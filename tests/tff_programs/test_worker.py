@@ -41,6 +41,8 @@ def listeners_of(pid, namespace_pid):
     (['--port=70000'], 'worker: error: --port=70000: must be 0-65535 (0: any free port)'),
     (['--port=0', '--worker_tls_dir=/nonexistent/certs'],
      'worker: error: --worker_tls_dir=/nonexistent/certs: no such folder'),
+    (['--port=0', '--concurrency=0'],
+     'worker: error: --concurrency=0: must be -1 (unlimited) or an integer >= 1'),
     (['--port=0', '--worker_binary=/nonexistent/worker_binary'],
      'worker: error: --worker_binary=/nonexistent/worker_binary: no such file'),
 ])
@@ -59,6 +61,9 @@ def test_serves_loopback_only_keeps_the_executor_private_and_stops_on_sigterm(tm
     host, port = worker_tls.split_address(proc.address)
     assert host == '127.0.0.1' and port > 0
     executor = proc.executor_pid
+    # By default the executor runs every client computation it is sent at once.
+    with open(f'/proc/{executor}/cmdline') as f:
+      assert '--max_concurrent_computation_calls=-1' in f.read().split('\0')
     # The executor lives in its own network namespace, the worker in ours.
     assert os.readlink(f'/proc/{executor}/ns/net') != os.readlink(f'/proc/{proc.pid}/ns/net')
     assert os.readlink(f'/proc/{proc.pid}/ns/net') == os.readlink('/proc/self/ns/net')
@@ -168,12 +173,13 @@ def test_a_user_built_executor_runs_instead_of_the_wheels(tmp_path):
   binary = tmp_path / 'my_worker_binary'
   binary.write_text(f'#!/bin/sh\necho "$@" >> {marks}\nexec {runtime.worker_binary_path()} "$@"\n')
   binary.chmod(0o755)
-  proc = worker_lib.spawn(worker_binary=str(binary), log_file=str(tmp_path / 'worker.log'))
+  proc = worker_lib.spawn(worker_binary=str(binary), log_file=str(tmp_path / 'worker.log'),
+                          concurrency=1)
   try:
     w = remote_runtime.Worker(proc.address, remote_runtime.open_channel(proc.address))
     assert w.probe(10) is None
     w.close()
-    assert marks.read_text().startswith('--max_concurrent_computation_calls=-1 --port=')
+    assert marks.read_text().startswith('--max_concurrent_computation_calls=1 --port=')
   finally:
     assert proc.stop() == 0
   # The driver's own executor too (train's --worker_binary).
