@@ -5,6 +5,10 @@ clients an argument holds, the partition bounds (sizes as in TFF's mergeable
 context: 5 clients over 3 workers: 2, 2, 1), a partition's slice of the
 argument, and the inverse that concatenates per-client results in partition
 order (so client states go back to their clients whatever finishes first).
+The join takes every other value from the first partition, so the other
+partitions need to return only their per-client parts (`per_client_paths`,
+`with_per_client_parts`): for FedAvg's aggregation inputs that leaves out
+the model-sized zero of the sum's accumulator, one model per worker a round.
 """
 
 from __future__ import annotations
@@ -78,9 +82,53 @@ def slice_clients(value: Any, type_spec: computation_types.Type, start: int, end
   return value
 
 
+def holds_per_client(type_spec: computation_types.Type) -> bool:
+  """Whether `type_spec` is, or is a struct containing, a per-client value."""
+  if isinstance(type_spec, computation_types.StructType):
+    return any(holds_per_client(t) for _, t in structure.iter_elements(type_spec))
+  return is_per_client(type_spec)
+
+
+def per_client_paths(type_spec: computation_types.Type,
+                     prefix: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
+  """Element-index paths of the largest parts of `type_spec` that are
+  per-client values, in order; () for a per-client `type_spec` itself."""
+  if is_per_client(type_spec):
+    return [prefix]
+  if isinstance(type_spec, computation_types.StructType):
+    return [path for i, (_, t) in enumerate(structure.iter_elements(type_spec))
+            for path in per_client_paths(t, (*prefix, i))]
+  return []
+
+
+def with_per_client_parts(type_spec: computation_types.Type, parts: Sequence[Any],
+                          prefix: tuple[int, ...] = ()) -> Any:
+  """A value of `type_spec` holding `parts` (the values at `per_client_paths`,
+  in that order) and None wherever no per-client value is: a partition's
+  contribution to `join_partitions` when only the first one's other values
+  are used."""
+  paths = per_client_paths(type_spec, prefix)
+  by_path = dict(zip(paths, parts))
+
+  def build(t, path):
+    if path in by_path:
+      return by_path[path]
+    if isinstance(t, computation_types.StructType) and holds_per_client(t):
+      return structure.Struct([(name, build(e, (*path, i)))
+                               for i, (name, e) in enumerate(structure.iter_elements(t))])
+    return None
+
+  if len(parts) != len(paths):
+    raise ValueError(f'{len(parts)} parts for {len(paths)} per-client paths')
+  return build(type_spec, prefix)
+
+
 def join_partitions(values: Sequence[Any], type_spec: computation_types.Type) -> Any:
   """Inverse of `slice_clients` over consecutive partitions: per-client lists
-  concatenated in partition order; other values taken from the first."""
+  concatenated in partition order; other values taken from the first (so the
+  other partitions may hold None there: `with_per_client_parts`)."""
+  if not holds_per_client(type_spec):
+    return values[0]
   if isinstance(type_spec, computation_types.StructType):
     structs = [structure.iter_elements(structure.from_container(v)) for v in values]
     columns = zip(*structs) if structs else ()

@@ -75,7 +75,9 @@ from tff_programs.remote.partitions import count_clients
 from tff_programs.remote.partitions import join_partitions
 from tff_programs.remote.partitions import normalize_arg
 from tff_programs.remote.partitions import partition_bounds
+from tff_programs.remote.partitions import per_client_paths
 from tff_programs.remote.partitions import slice_clients
+from tff_programs.remote.partitions import with_per_client_parts
 from tff_programs.remote.split import Plan
 from tff_programs.remote.split import split_computation
 from tff_programs.remote.workers import Traffic
@@ -317,7 +319,11 @@ class WorkerPool(context_base.SyncContext):
       wrapped = await executor.create_struct(structure.Struct([(None, p.arg_value)]))
       p.before_value = await executor.create_call(fn, wrapped)
       inputs = await executor.create_selection(p.before_value, 0)
-      p.aggregation_inputs = await inputs.compute()
+      if p.index == 0:
+        p.aggregation_inputs = await inputs.compute()
+      else:  # The join uses the first partition's server and unplaced values only.
+        p.aggregation_inputs = await _computed_per_client_parts(
+            executor, inputs, plan.before.type_signature.result[0])
 
     asyncio.run(run())  # RemoteExecutor's coroutines block on gRPC: one thread each.
 
@@ -339,6 +345,30 @@ class WorkerPool(context_base.SyncContext):
       p.output = await (await executor.create_call(fn, arg)).compute()
 
     asyncio.run(run())
+
+
+async def _computed_per_client_parts(executor: remote_executor.RemoteExecutor, value,
+                                     type_spec) -> Any:
+  """The per-client parts of remote `value` (of `type_spec`), fetched in one
+  call, with None elsewhere (`partitions.with_per_client_parts`).
+
+  FedAvg's aggregation inputs, for example, hold the zero of the sum's
+  accumulator (one model, not per client) beside the client updates: every
+  partition but the first would send it back for nothing.
+  """
+  paths = per_client_paths(type_spec)
+  if paths == [()]:
+    return await value.compute()
+  if not paths:
+    return None
+  selected = []
+  for path in paths:
+    part = value
+    for index in path:
+      part = await executor.create_selection(part, index)
+    selected.append((None, part))
+  computed = await (await executor.create_struct(structure.Struct(selected))).compute()
+  return with_per_client_parts(type_spec, [v for _, v in structure.iter_elements(computed)])
 
 
 def _name(comp) -> str:

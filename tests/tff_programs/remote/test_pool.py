@@ -124,6 +124,36 @@ def test_fedavg_round_on_two_and_three_workers_equals_the_local_round(tff_contex
     assert [columns[f'worker{i}_sent_bytes'] for i in range(n)] == sent
 
 
+def wide():
+  inputs = tf.keras.Input([2])
+  h = tf.keras.layers.Dense(1000, name='fc1')(inputs)
+  return tf.keras.Model(inputs, tf.keras.layers.Dense(2, name='logits')(h))
+
+
+def test_only_the_first_worker_returns_the_aggregations_unplaced_inputs(tff_context, workers):
+  # FedAvg's aggregation inputs hold, beside each client's update, the zero of
+  # the update sum (one model, not per client); the join uses the first
+  # partition's. With a model of 5,002 floats (20,008 bytes) dominating the
+  # traffic, the third worker (1 of 5 clients) returns one update, not two models.
+  alg = fedavg.build_fedavg(base.Task(wide, SPEC, 2),
+                            sections.ClientTrainingOptions(client_learning_rate=0.5),
+                            fedavg.FedAvgOptions())
+  state = alg.initialize(seed=3)
+  local = fedavg_round(alg, state)
+  addresses = [w.address for w in workers]
+  with pool_lib.workers_runtime(addresses) as pool:
+    start = pool.traffic()
+    remote = fedavg_round(alg, state)
+    received = [pool.traffic_since(start)[a].received_bytes for a in addresses]
+  assert_nests_equal(remote.state, local.state)
+  assert remote.metrics == local.metrics
+  model_bytes = 4 * (2 * 1000 + 1000 + 1000 * 2 + 2)
+  assert model_bytes <= received[2] < 1.25 * model_bytes, received  # Was about 2 models.
+  assert 2 * model_bytes <= received[1] < 2.25 * model_bytes, received  # 2 clients.
+  # The first worker also returns the zero, and the new state from `after`.
+  assert 4 * model_bytes <= received[0] < 4.25 * model_bytes, received
+
+
 def test_fedper_round_on_three_workers_equals_local_and_states_stay_with_their_clients(
     tff_context, workers):
   alg = fedper.FedPerAlgorithm(TASK, sections.ClientTrainingOptions(client_learning_rate=0.5), fedper.FedPerOptions(personal_blocks=1))
