@@ -101,13 +101,12 @@ def per_client_paths(type_spec: computation_types.Type,
   return []
 
 
-def with_per_client_parts(type_spec: computation_types.Type, parts: Sequence[Any],
-                          prefix: tuple[int, ...] = ()) -> Any:
+def with_per_client_parts(type_spec: computation_types.Type, parts: Sequence[Any]) -> Any:
   """A value of `type_spec` holding `parts` (the values at `per_client_paths`,
   in that order) and None wherever no per-client value is: a partition's
   contribution to `join_partitions` when only the first one's other values
   are used."""
-  paths = per_client_paths(type_spec, prefix)
+  paths = per_client_paths(type_spec)
   by_path = dict(zip(paths, parts))
 
   def build(t, path):
@@ -120,7 +119,7 @@ def with_per_client_parts(type_spec: computation_types.Type, parts: Sequence[Any
 
   if len(parts) != len(paths):
     raise ValueError(f'{len(parts)} parts for {len(paths)} per-client paths')
-  return build(type_spec, prefix)
+  return build(type_spec, ())
 
 
 def join_partitions(values: Sequence[Any], type_spec: computation_types.Type) -> Any:

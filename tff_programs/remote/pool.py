@@ -304,8 +304,10 @@ class WorkerPool(context_base.SyncContext):
     self._log(f'worker {worker.address} lost ({reason}); ' + (
         f'its clients move to the {left} remaining worker(s)' if left else 'no worker remains'))
 
-  def _before(self, plan: Plan, comp, p: _Partition) -> None:
-    """Sends the partition's argument to its worker and runs `before` there."""
+  def _before(self, plan: Plan, comp, p: _Partition, fetch_inputs: bool = True) -> None:
+    """Sends the partition's argument to its worker and runs `before` there;
+    fetches its aggregation inputs unless `fetch_inputs` is False (a re-run for
+    `after`, whose inputs were already aggregated)."""
 
     async def run():
       executor = remote_executor.RemoteExecutor(p.worker.stub)
@@ -318,10 +320,12 @@ class WorkerPool(context_base.SyncContext):
         return
       wrapped = await executor.create_struct(structure.Struct([(None, p.arg_value)]))
       p.before_value = await executor.create_call(fn, wrapped)
+      if not fetch_inputs:
+        return
       inputs = await executor.create_selection(p.before_value, 0)
       if p.index == 0:
         p.aggregation_inputs = await inputs.compute()
-      else:  # The join uses the first partition's server and unplaced values only.
+      else:  # The join uses only the first partition's values that are not per client.
         p.aggregation_inputs = await _computed_per_client_parts(
             executor, inputs, plan.before.type_signature.result[0])
 
@@ -331,7 +335,7 @@ class WorkerPool(context_base.SyncContext):
     """Runs `after` on the worker holding the partition's intermediate state
     (running `before` again first if the partition moved to another worker)."""
     if p.before_value is None:
-      self._before(plan, comp, p)
+      self._before(plan, comp, p, fetch_inputs=False)
     parameter = plan.after.type_signature.parameter
 
     async def run():
@@ -349,8 +353,9 @@ class WorkerPool(context_base.SyncContext):
 
 async def _computed_per_client_parts(executor: remote_executor.RemoteExecutor, value,
                                      type_spec) -> Any:
-  """The per-client parts of remote `value` (of `type_spec`), fetched in one
-  call, with None elsewhere (`partitions.with_per_client_parts`).
+  """The per-client parts of remote `value` (of `type_spec`), computed in one
+  call (after one selection call per path step), with None elsewhere
+  (`partitions.with_per_client_parts`).
 
   FedAvg's aggregation inputs, for example, hold the zero of the sum's
   accumulator (one model, not per client) beside the client updates: every

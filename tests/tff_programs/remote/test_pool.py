@@ -212,25 +212,27 @@ def test_a_worker_killed_mid_round_moves_its_clients_then_losing_all_fails_in_on
                                         on_rpc=on_rpc) as pool:
       out1 = fedavg_round(alg, state0, 1)
       assert_nests_equal(out1.state, local1.state)
-      # Round 2: worker 1 dies after it was sent its clients' data, while
-      # worker 0 trains; its clients move to worker 0 and the round completes.
-      kill[procs[1].address] = procs[1]
+      # Round 2: worker 0 dies after it was sent its clients' data, while
+      # worker 1 trains; its clients (the first partition, the one whose values
+      # that are not per client the aggregation uses) move to worker 1, and the
+      # round completes.
+      kill[procs[0].address] = procs[0]
       before = pool.traffic()
       out2 = fedavg_round(alg, out1.state, 2)
       assert_nests_equal(out2.state, local2.state)
       assert out2.metrics == local2.metrics
-      assert list(pool.lost) == [procs[1].address]
-      assert len(lines) == 1 and lines[0].startswith(f'worker {procs[1].address} lost (')
+      assert list(pool.lost) == [procs[0].address]
+      assert len(lines) == 1 and lines[0].startswith(f'worker {procs[0].address} lost (')
       assert lines[0].endswith('its clients move to the 1 remaining worker(s)')
-      moved = pool.traffic_since(before)[procs[0].address]
+      moved = pool.traffic_since(before)[procs[1].address]
       assert moved.calls > 0
-      assert wait_gone(procs[1].executor_pid), 'the executor outlived its SIGKILLed worker'
+      assert wait_gone(procs[0].executor_pid), 'the executor outlived its SIGKILLed worker'
       # Round 3: the last worker dies too: one line naming both; no result.
-      kill[procs[0].address] = procs[0]
+      kill[procs[1].address] = procs[1]
       with pytest.raises(errors.WorkersLostError) as e:
         fedavg_round(alg, out2.state, 3)
       message = str(e.value)
-      assert lines[1].startswith(f'worker {procs[0].address} lost (')
+      assert lines[1].startswith(f'worker {procs[1].address} lost (')
       assert lines[1].endswith('; no worker remains')
       assert '\n' not in message
       assert re.fullmatch(
