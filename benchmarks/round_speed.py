@@ -37,7 +37,10 @@ one round = 10 clients x 600 MNIST images, E=1, B=10, i.e. 600 SGD steps.
   profile     a cli round split into its phases: taking the prefetched inputs,
               `algorithm.next` (with the driver's and the worker's CPU seconds
               in it), the divergence check, the metrics row, the rest, and a
-              checkpoint save.
+              checkpoint save;
+  profile_clients  the profile at 10 and 100 sampled clients (A-B-B-A order),
+              per client: where a 100-client round's cost beyond linear goes
+              (driver or worker CPU).
 
 Speed modes. This VM (Firecracker, `sched_vcpu_pack=15` on its kernel command
 line) at times runs a process's threads on one vCPU while the other idles: the
@@ -59,6 +62,7 @@ import collections
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -84,7 +88,8 @@ from tff_programs.algorithms import fedavg  # pylint: disable=g-import-not-at-to
 from tff_programs import sections  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import round_timing as timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-PARTS = ('plain', 'tff', 'concurrency', 'cli', 'e5', 'eval', 'scaling', 'memory', 'cifar', 'profile')
+PARTS = ('plain', 'tff', 'concurrency', 'cli', 'e5', 'eval', 'scaling', 'memory', 'cifar', 'profile',
+         'profile_clients')
 
 
 def table(result: dict[str, Any]) -> str:
@@ -205,6 +210,23 @@ def main() -> None:
                              epochs=1, batch=10)
     result['cli_round_profile'] = profile
     print(f'profile: {profile}', flush=True)
+  if 'profile_clients' in parts:
+    # A-B-B-A (10, 100, 100, 10) so that the VM's drift weighs on both sizes.
+    small_m, big_m = (2, 4) if quick else (10, 100)
+    halves = collections.defaultdict(list)
+    for m in (small_m, big_m, big_m, small_m):
+      p = timing.profile_rounds(data, rounds=8 if m == small_m else 5, clients_per_round=m,
+                                epochs=1, batch=10)
+      halves[m].append({'seconds': p['seconds'], 'busy_cores': p['busy_cores'],
+                        'driver_cpu_per_client': p['driver_cpu_in_next'] / m,
+                        'worker_cpu_per_client': p['worker_cpu_in_next'] / m})
+      print(f'profile_clients: {m} clients: {halves[m][-1]}', flush=True)
+    pooled = {m: {k: statistics.mean(h[k] for h in hs) for k in
+                  ('seconds', 'driver_cpu_per_client', 'worker_cpu_per_client')}
+              for m, hs in halves.items()}
+    result['profile_clients'] = {'halves': dict(halves), 'pooled': pooled,
+                                 'wall_vs_linear': pooled[big_m]['seconds'] / (
+                                     pooled[small_m]['seconds'] * big_m / small_m)}
   if 'scaling' in parts:
     # Wall seconds carry the VM's speed mode; CPU seconds (driver + worker) are
     # the cost of the work itself, so linearity is judged on both.
