@@ -8,7 +8,7 @@ everything together. Each field is one `--flag` (see `tff_programs.options`).
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 from datasets import partition as partition_lib
 from datasets import preprocessing as preprocessing_lib
@@ -16,6 +16,7 @@ from datasets import registry as dataset_registry
 from models import registry as model_registry
 from tff_programs import options
 from tff_programs.options import ConfigError, option
+from tff_programs.remote import addresses
 
 _DATASET_OPTION = dataset_registry.DatasetOptions.__dataclass_fields__['min_role_lines']
 
@@ -139,13 +140,6 @@ class RunOptions(options.Options):
       raise ConfigError('--stop_at_target needs --target_accuracy')
 
 
-def worker_concurrency_check(value: Any) -> Optional[str]:
-  """None for -1 or an integer >= 1, else what is allowed."""
-  if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
-    return 'must be -1 (unlimited) or an integer >= 1'
-  return None
-
-
 class ExecutorOptions(options.Options):
   """Where TFF computations run: the local executor's isolation, or remote workers."""
 
@@ -155,7 +149,7 @@ class ExecutorOptions(options.Options):
   workers: str = option('', "Spread each round's clients over these TFF workers (`python -m tff_programs.worker`): HOST:PORT[,HOST:PORT...]; empty = this process's own executor.")
   worker_tls_dir: Optional[str] = option(None, 'With --workers on other machines: folder with the CA certificate and this driver\'s certificate and key (`python -m tff_programs.worker_tls make-ca`); traffic is then mutually authenticated and encrypted.')
   worker_binary: Optional[str] = option(None, "Run this TFF executor service instead of the pip package's CPU-only worker_binary (e.g. TFF built from source with CUDA).")
-  worker_concurrency: int = option(1, "Client computations this process's TFF worker runs at once (worker_binary --max_concurrent_computation_calls). 1: one client after another, each step using all cores (on 2 cores the steadiest and cheapest: benchmarks/round_speed.py); -1: all at once (TFF's default). Changes no result.", check=worker_concurrency_check)
+  worker_concurrency: int = option(1, "Client computations this process's TFF worker runs at once (worker_binary --max_concurrent_computation_calls). 1: one client after another, each step using all cores (on 2 cores the steadiest and cheapest: benchmarks/round_speed.py); -1: all at once (TFF's default). Changes no result.", check=addresses.concurrency_problem)
 
   def check(self) -> None:
     if self.worker_tls_dir and not self.workers:

@@ -46,6 +46,7 @@ from typing import Optional
 
 from tff_programs import quiet_tf
 from tff_programs import worker_tls
+from tff_programs.remote import addresses
 
 EXIT_OK, EXIT_EXECUTOR_DIED, EXIT_USAGE = 0, 1, 2
 
@@ -70,9 +71,9 @@ def check_port(port: int) -> int:
 
 def check_concurrency(calls: int) -> int:
   """`calls` if -1 (unlimited) or >= 1 (the executor's --max_concurrent_computation_calls)."""
-  if calls < 1 and calls != -1:
-    raise worker_tls.WorkerConfigError(
-        f'--concurrency={calls}: must be -1 (unlimited) or an integer >= 1')
+  problem = addresses.concurrency_problem(calls)
+  if problem:
+    raise worker_tls.WorkerConfigError(f'--concurrency={calls}: {problem}')
   return calls
 
 

@@ -11,7 +11,7 @@ Driver side (imports TFF; the public face is `tff_programs.remote_runtime`):
 Worker side and shared (standard library only; the public face is
 `tff_programs.worker_tls`):
   errors        the one-line errors;
-  addresses     --workers / --worker_tls_dir parsing and checks;
+  addresses     --workers / --worker_tls_dir / concurrency parsing and checks;
   relay         the worker's loopback or mutual-TLS endpoint to its executor;
   certificates  the test CA of `python -m tff_programs.worker_tls make-ca`.
 

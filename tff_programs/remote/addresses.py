@@ -1,4 +1,4 @@
-"""Worker addresses and TLS folders: parsing and the checks on them (one-line errors).
+"""Worker addresses, TLS folders and executor concurrency: parsing and checks (one-line errors).
 
 `--workers=HOST:PORT,...` (IPv6 as [ADDR]:PORT) names the executor services a
 driver spreads its clients over; `--worker_tls_dir` the folder with ca.pem,
@@ -96,3 +96,13 @@ def check_tls_dir(tls_dir: str, *, flag: str = '--worker_tls_dir') -> tuple[str,
         f'{flag}={tls_dir}: missing {", ".join(missing)} (expected {", ".join(TLS_FILES)}; '
         'python -m tff_programs.worker_tls make-ca writes them)')
   return paths  # type: ignore[return-value]
+
+
+def concurrency_problem(value) -> Optional[str]:
+  """None if `value` is a valid executor concurrency (TFF's
+  max_concurrent_computation_calls: -1 for unlimited, or an integer >= 1),
+  else what is allowed. Shared by the driver's --worker_concurrency and the
+  worker's --concurrency."""
+  if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
+    return 'must be -1 (unlimited) or an integer >= 1'
+  return None

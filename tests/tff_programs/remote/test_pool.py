@@ -36,9 +36,9 @@ SPEC = collections.OrderedDict(x=tf.TensorSpec([None, 2], tf.float32),
 CLIENTS = ['a', 'b', 'c', 'd', 'e']
 
 
-def two_layer():
+def two_layer(hidden=3):
   inputs = tf.keras.Input([2])
-  h = tf.keras.layers.Dense(3, name='fc1')(inputs)
+  h = tf.keras.layers.Dense(hidden, name='fc1')(inputs)
   return tf.keras.Model(inputs, tf.keras.layers.Dense(2, name='logits')(h))
 
 
@@ -124,18 +124,12 @@ def test_fedavg_round_on_two_and_three_workers_equals_the_local_round(tff_contex
     assert [columns[f'worker{i}_sent_bytes'] for i in range(n)] == sent
 
 
-def wide():
-  inputs = tf.keras.Input([2])
-  h = tf.keras.layers.Dense(1000, name='fc1')(inputs)
-  return tf.keras.Model(inputs, tf.keras.layers.Dense(2, name='logits')(h))
-
-
 def test_only_the_first_worker_returns_the_aggregations_unplaced_inputs(tff_context, workers):
   # FedAvg's aggregation inputs hold, beside each client's update, the zero of
   # the update sum (one model, not per client); the join uses the first
   # partition's. With a model of 5,002 floats (20,008 bytes) dominating the
   # traffic, the third worker (1 of 5 clients) returns one update, not two models.
-  alg = fedavg.build_fedavg(base.Task(wide, SPEC, 2),
+  alg = fedavg.build_fedavg(base.Task(lambda: two_layer(hidden=1000), SPEC, 2),
                             sections.ClientTrainingOptions(client_learning_rate=0.5),
                             fedavg.FedAvgOptions())
   state = alg.initialize(seed=3)
