@@ -297,15 +297,22 @@ def reproduce(
       description=exp.description, source=exp.source, extra_targets=exp.extra_targets,
       header={'experiment': name, 'baseline_label': exp.baseline_label, 'seed': seed,
               'learning_rates': list(rates)},
-      notes=(*(f'Data: {n}' for n in run_folders.data_notes(folders)), *exp.notes))
+      notes=(*(f'Data: {n}' for n in run_folders.data_notes(folders)),
+             *filter(None, [paper_experiments.grid_note(rates, experiment_rates(exp))]),
+             *exp.notes))
+
+
+def experiment_rates(exp: paper_experiments.Experiment) -> tuple[float, ...]:
+  """The experiment's own learning-rate grid (no flags)."""
+  return paper_experiments.learning_rate_grid(exp.lr_grid, center=exp.lr_center,
+                                              points=exp.lr_points)
 
 
 def describe_experiments() -> str:
   """The text of --list."""
   lines = []
   for name, exp in paper_experiments.EXPERIMENTS.items():
-    rates = paper_experiments.learning_rate_grid(exp.lr_grid, center=exp.lr_center,
-                                                 points=exp.lr_points)
+    rates = experiment_rates(exp)
     targets = ', '.join(f'{t:g}' for t in (exp.target_accuracy, *exp.extra_targets))
     lines += [f'{name}: {exp.description}',
               f'  source: {exp.source}',

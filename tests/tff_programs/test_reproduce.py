@@ -133,6 +133,17 @@ def test_explicit_grid_is_sorted_and_deduplicated():
   assert paper_experiments.learning_rate_grid(' 0.1,0.02, 0.05,0.1 ', center=1, points=1) == (0.02, 0.05, 0.1)
 
 
+def test_grid_note_names_the_rates_left_out():
+  assert paper_experiments.grid_note((0.0464, 0.1, 0.215), (0.0464, 0.1, 0.215)) is None
+  assert paper_experiments.grid_note((0.1,), (0.0464, 0.1, 0.215)) == (
+      'Learning rates of this report: 0.1 (set by --lr_grid/--lr_center/--lr_points), not the '
+      "experiment's grid 0.0464, 0.1, 0.215 (0.0464, 0.215 not in this report): the chosen rate "
+      'is the best of these only.')
+  assert paper_experiments.grid_note((0.05, 0.1), (0.1,)) == (
+      'Learning rates of this report: 0.05, 0.1 (set by --lr_grid/--lr_center/--lr_points), not '
+      "the experiment's grid 0.1: the chosen rate is the best of these only.")
+
+
 @pytest.mark.parametrize('spec', ['', 'paper4', '0.1,-1', '0.1,abc', 'nan'])
 def test_bad_grid_is_an_error(spec):
   with pytest.raises(paper_experiments.ExperimentError, match='--lr_grid='):
@@ -229,6 +240,7 @@ def test_smoke_end_to_end_then_reuse_then_extend(tmp_path, capsys, tff_context):
   text = (folder / 'report.md').read_text()
   assert text.startswith('# smoke\n')
   assert '| FedSGD E=1 B=inf |' in text and '| FedAvg E=2 B=16 |' in text
+  assert 'not the experiment' not in text  # The experiment's own grid: no grid note.
   for png in ('accuracy.png', 'train_loss.png'):
     data = (folder / png).read_bytes()
     assert data.startswith(b'\x89PNG') and len(data) > 5000
@@ -261,6 +273,9 @@ def test_smoke_end_to_end_then_reuse_then_extend(tmp_path, capsys, tff_context):
   assert summary['rounds_completed'] == 3
   results = json.loads((folder / 'results.json').read_text())
   assert results['settings'][1]['rounds_budget'] == 3
+  assert ("- Learning rates of this report: 0.3 (set by --lr_grid/--lr_center/--lr_points), not "
+          "the experiment's grid 0.1, 0.3 (0.1 not in this report): the chosen rate is the best "
+          "of these only.") in (folder / 'report.md').read_text()
   assert not math.isnan(results['settings'][1]['final_accuracy'])
 
 
