@@ -474,8 +474,10 @@ def test_smoke_comparison_end_to_end_then_reuse_then_extend(tmp_path, capsys, tf
   results = json.loads((folder / 'results.json').read_text())
   assert results['experiment'] == 'smoke_comparison' and results['run_seeds'] == [0]
   by_label = {r['label']: r for r in results['runs']}
+  personalized = {}
   for label, slug in (('FedPer', 'fedper'), ('FedAvg', 'fedavg')):
     summary = json.loads((folder / 'runs' / f'{slug}-lr0.1-seed0' / 'summary.json').read_text())
+    personalized[label] = summary['personalized_accuracy_mean']
     metrics = by_label[label]['metrics']
     assert metrics['rounds_completed'] == summary['rounds_completed'] == 2
     assert metrics['final_eval_accuracy'] == pytest.approx(summary['final_eval_accuracy'])
@@ -484,7 +486,10 @@ def test_smoke_comparison_end_to_end_then_reuse_then_extend(tmp_path, capsys, tf
     assert metrics['edge_flops_per_round'] > 0
   # FedPer sends only its base layers: fewer bytes than FedAvg.
   assert by_label['FedPer']['metrics']['upload_bytes_total'] < by_label['FedAvg']['metrics']['upload_bytes_total']
-  assert [c['met'] for c in results['claims']] == [True]
+  # Both claims are FedPer's personalized accuracy minus FedAvg's, from the runs' summaries.
+  gap = personalized['FedPer'] - personalized['FedAvg']
+  assert [c['value'] for c in results['claims']] == [pytest.approx(gap)] * 2
+  assert [c['met'] for c in results['claims']] == [True, False]
 
   # Again: nothing is trained, the report is rewritten identically.
   before = _comparison_mtimes(folder)
