@@ -115,6 +115,11 @@ def test_stage_encode_decode_and_commutes_with_sum():
   decoded_then_summed = (stage.decode({'pooled': ea}, {}, shape=[3, 3, 2, 2]) +
                          stage.decode({'pooled': eb}, {}, shape=[3, 3, 2, 2]))
   np.testing.assert_allclose(summed_then_decoded.numpy(), decoded_then_summed.numpy())
+  # By hand: a[i, j, c, f] = 4 (3i + j) + 2c + f, whose spatial mean is 16 + 2c + f;
+  # b pools to 1. Their sum, unpooled, is 17 + 2c + f at every (i, j).
+  np.testing.assert_array_equal(tf.reshape(ea, [2, 2]).numpy(), [[16., 17.], [18., 19.]])
+  expected = np.broadcast_to(np.array([[17., 18.], [19., 20.]], np.float32), [3, 3, 2, 2])
+  np.testing.assert_array_equal(summed_then_decoded.numpy(), expected)
 
 
 def test_stage_rejects_bad_arguments():

@@ -57,7 +57,14 @@ def test_quantized_inner_counts_bits_and_overhead(tff_context):
   out = process.next(process.initialize(), [A, B], [1.0, 1.0])
   # Per client and tensor: 2 values x 1 byte + 8 bytes (min, max) = 10 bytes.
   assert out.measurements['upload_bytes'] == 2 * 2 * 10
-  np.testing.assert_allclose(out.result[1], [2.0, 3.0], atol=0.02)  # quantization error only
+  assert out.measurements['download_bytes'] == 4 * 4  # the mean goes down unquantized
+  # Every 2-value tensor here holds its own min and max (or is constant: b's pooled
+  # kernel, 1 and 1), so 8 bits carry it exactly: pooled (8, 9) and (1, 1), biases
+  # (1, 2) and (3, 4); unweighted means (4.5, 5.0) and (2, 3).
+  kernel, bias = out.result
+  np.testing.assert_allclose(kernel[..., 0, 0], np.full([3, 3], 4.5), rtol=1e-6)
+  np.testing.assert_allclose(kernel[..., 0, 1], np.full([3, 3], 5.0), rtol=1e-6)
+  np.testing.assert_allclose(bias, [2.0, 3.0], rtol=1e-6)
 
 
 def struct_type(shapes):

@@ -135,6 +135,8 @@ def test_deterministic_under_seed(builder, input_shape):
   second = builder(input_shape, 10).get_weights()
   for a, b in zip(first, second, strict=True):
     np.testing.assert_array_equal(a, b)
+  tf.keras.utils.set_random_seed(4)
+  assert not np.array_equal(first[0], builder(input_shape, 10).get_weights()[0])
 
 
 if __name__ == '__main__':

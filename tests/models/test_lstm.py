@@ -104,6 +104,9 @@ def test_deterministic_under_seed(peepholes):
         lstm.char_lstm((6,), 5, units=4, peepholes=peepholes).get_weights())
   for a, b in zip(*weights, strict=True):
     np.testing.assert_array_equal(a, b)
+  tf.keras.utils.set_random_seed(12)
+  other = lstm.char_lstm((6,), 5, units=4, peepholes=peepholes).get_weights()
+  assert not np.array_equal(weights[0][0], other[0])
 
 
 def test_bad_shape_raises():

@@ -164,6 +164,8 @@ def test_edge_deterministic_under_seed():
   second = gkt.resnet8_edge(CIFAR, 10).get_weights()
   for a, b in zip(first, second, strict=True):
     np.testing.assert_array_equal(a, b)
+  tf.keras.utils.set_random_seed(6)
+  assert not np.array_equal(first[0], gkt.resnet8_edge(CIFAR, 10).get_weights()[0])
 
 
 @pytest.mark.parametrize('call', [

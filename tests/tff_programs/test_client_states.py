@@ -50,8 +50,10 @@ def test_overwrite_and_delete(tmp_path):
   store = client_states.ClientStateStore(template, directory=str(tmp_path), memory_budget_bytes=40)
   store['a'] = state(1)
   store['b'] = state(2)          # spills a
-  store['a'] = state(7)          # a back in RAM with a new value; its file is gone
-  assert_same(store['a'], state(7)) and store.spilled == {'b'}
+  store['a'] = state(7)          # a back in RAM with a new value (spills b); its file is gone
+  assert store.spilled == {'b'}
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['b.npz']
+  assert_same(store['a'], state(7))
   del store['b']
   assert len(store) == 1 and not list(tmp_path.iterdir())
   with pytest.raises(KeyError):

@@ -11,6 +11,7 @@ import tensorflow as tf
 from tff_programs import checkpointing
 from tff_programs import program_logic
 from tff_programs import run_outputs
+from tff_programs import sampling
 from tff_programs.algorithms import base
 
 IDS = [f'c{i}' for i in range(6)]
@@ -28,6 +29,7 @@ class FakeAlgorithm(base.FederatedAlgorithm):
     self.nan_at = nan_at
     self.nan_in = nan_in
     self.initial_download_cost = initial_download_cost
+    self.sampled = []  # client_ids of each next() call
 
   def initialize(self, seed):
     return collections.OrderedDict(w=np.full([3], float(seed), np.float32))
@@ -35,6 +37,7 @@ class FakeAlgorithm(base.FederatedAlgorithm):
   def next(self, state, round_num, client_ids, client_datasets, client_states):
     if self.fail_at == round_num:
       raise KeyboardInterrupt('simulated Ctrl-C')
+    self.sampled.append(list(client_ids))
     batches = [next(iter(ds))['x'].numpy().mean() for ds in client_datasets]
     w = state['w'] + np.float32(np.mean(batches))
     new_client_states = {}
@@ -75,11 +78,11 @@ def evaluate(state, client_states):
 
 
 def run(tmp_path, *, rounds, algorithm, resume=False, checkpoint_every=2, evaluate=evaluate,
-        outputs=None):
+        outputs=None, seed=1):
   outputs = outputs or run_outputs.RunOutputs(str(tmp_path))
   config = program_logic.LoopConfig(
       rounds=rounds, clients_per_round=3, eval_every=2, checkpoint_every=checkpoint_every,
-      seed=1, target_accuracy=0.5,
+      seed=seed, target_accuracy=0.5,
   )
   return program_logic.run_training(
       algorithm=algorithm, client_ids=IDS, evaluate=evaluate,
@@ -105,10 +108,18 @@ def test_one_row_per_round_and_eval_every(tmp_path):
 
 
 def test_identical_seeds_identical_runs(tmp_path):
-  a = run(tmp_path / 'a', rounds=4, algorithm=FakeAlgorithm())
-  b = run(tmp_path / 'b', rounds=4, algorithm=FakeAlgorithm())
+  algorithms = [FakeAlgorithm() for _ in range(3)]
+  a = run(tmp_path / 'a', rounds=4, algorithm=algorithms[0])
+  b = run(tmp_path / 'b', rounds=4, algorithm=algorithms[1])
   np.testing.assert_array_equal(a.state['w'], b.state['w'])
   assert read_rows(tmp_path / 'a') == read_rows(tmp_path / 'b')
+  # Another seed: other clients each round, and another start (w = seed).
+  c = run(tmp_path / 'c', rounds=4, algorithm=algorithms[2], seed=2)
+  for algorithm, seed in ((algorithms[0], 1), (algorithms[2], 2)):
+    assert algorithm.sampled == [sampling.sample_clients(IDS, 3, seed=seed, round_num=r)
+                                 for r in range(1, 5)]
+  assert algorithms[0].sampled != algorithms[2].sampled
+  assert not np.array_equal(c.state['w'], a.state['w'])
 
 
 @pytest.mark.parametrize('with_client_states', [False, True])

@@ -100,9 +100,24 @@ def test_rpn_on_a_batch_norm_model_averages_statistics_too(tff_context):
   algorithm = experiment.build_algorithm(flags(algorithm='rpn'), TASK)
   assert isinstance(algorithm, fedavg_stats.FedAvgWithStatistics) and algorithm.name == 'rpn'
   state = algorithm.initialize(0)
+  w_init = algorithm.model_weights(state)
   out = algorithm.next(state, 1, ['a', 'b'], [dataset('a'), dataset('b')], {})
-  moving_mean = algorithm.model_weights(out.state)[4]
-  assert np.all(moving_mean != 0.0)  # statistics left their initial zeros
+  got = algorithm.model_weights(out.state)
+  # By hand, as above with rpn_weighting='uniform' (gamma = 1/2 each): nothing to pool
+  # in a Dense-only model, so the statistics are plain uniform averages.
+  mean, var = np.zeros(2), np.zeros(2)
+  for cid in ('a', 'b'):
+    h = DATA[cid][0] @ w_init[0] + w_init[1]
+    mean += 0.5 * (1 - BN_MOMENTUM) * h.mean(0)
+    var += 0.5 * (BN_MOMENTUM * 1.0 + (1 - BN_MOMENTUM) * h.var(0))
+  np.testing.assert_allclose(got[4], mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got[5], var, rtol=1e-5, atol=1e-6)
+  # And every weight equals a uniformly weighted FedAvg round from the same start.
+  fedavg_uniform = experiment.build_algorithm(flags(algorithm='fedavg', client_weighting='uniform'), TASK)
+  reference = fedavg_uniform.model_weights(fedavg_uniform.next(
+      fedavg_uniform.initialize(0), 1, ['a', 'b'], [dataset('a'), dataset('b')], {}).state)
+  for g, r in zip(got, reference):
+    np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
 
 
 def test_tffs_frozen_statistics_warning_is_silenced_only_where_they_are_averaged(tff_context):
