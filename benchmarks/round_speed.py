@@ -184,6 +184,8 @@ def main() -> None:
                           epochs=5, batch=10)
       result['plain_e5_seconds'] = timing.med(paired['plain'])
       result['cli_e5_seconds'] = timing.med(paired['cli'])
+      result['cli_e5_rounds'] = paired['cli']
+      result['cli_e5_paired_plain'] = paired['plain']
       result['cli_e5_reference'] = 'plain_e5_seconds'
       result['cli_e5_paired_ratio_median'] = timing.med(paired['ratios'])
       result['cli_e5_paired_ratios'] = paired['ratios']

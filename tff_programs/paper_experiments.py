@@ -130,6 +130,10 @@ class Experiment:
   def baseline_of(self, setting: Setting) -> str:
     return setting.baseline_label or self.baseline_label
 
+  def rates(self) -> tuple[float, ...]:
+    """The experiment's own learning-rate grid (what --lr_grid etc. default to)."""
+    return learning_rate_grid(self.lr_grid, center=self.lr_center, points=self.lr_points)
+
   def budget(self, setting: Setting) -> int:
     """Rounds to run `setting`: explicit, else budget_factor x the paper's
     largest rounds-to-target, at most max_rounds; max_rounds if the paper has
@@ -205,18 +209,19 @@ def learning_rate_grid(spec: str, *, center: float, points: int) -> tuple[float,
   return tuple(sorted({float(f'{r:.3g}') for r in rates}))
 
 
-def grid_note(rates: Sequence[float], experiment_rates: Sequence[float]) -> Optional[str]:
-  """A report note when the rates run are not the experiment's own grid
-  (--lr_grid/--lr_center/--lr_points given): the chosen rate is then the
-  best of these rates only. None when they are the experiment's grid."""
-  if tuple(rates) == tuple(experiment_rates):
+def grid_note(reported: Sequence[float], experiment_rates: Sequence[float]) -> Optional[str]:
+  """A report note when the learning rates with runs in the report (this
+  command's grid and any other rates on disk) are not the experiment's own
+  grid: each setting's rate is then chosen among the reported ones only.
+  None when they are the experiment's grid."""
+  reported, grid = sorted(set(reported)), sorted(set(experiment_rates))
+  if reported == grid:
     return None
   text = lambda rs: ', '.join(f'{r:g}' for r in rs)
-  missing = [r for r in experiment_rates if r not in rates]
-  return (f'Learning rates of this report: {text(rates)} (set by --lr_grid/--lr_center/'
-          f'--lr_points), not the experiment\'s grid {text(experiment_rates)}'
-          + (f' ({text(missing)} not in this report)' if missing else '')
-          + ': the chosen rate is the best of these only.')
+  missing = [r for r in grid if r not in reported]
+  return (f'Learning rates in this report: {text(reported)}; the experiment\'s grid is '
+          f'{text(grid)}' + (f' (no runs at {text(missing)})' if missing else '')
+          + ': each setting\'s rate is chosen among the rates in this report only.')
 
 
 def get_experiment(name: Optional[str]) -> Experiment:

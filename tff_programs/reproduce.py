@@ -288,31 +288,26 @@ def reproduce(
         f'({", ".join(f"{r:g}" for r in rates)})')
     execute(planned, show_progress=show_progress, log=log)
   folders: list[str] = []
-  table = report_lib.build_table(
-      collect(name, output_dir=output_dir, learning_rates=rates, max_rounds=max_rounds,
-              seed=seed, log=log, folders=folders),
-      target=exp.target_accuracy, extra_targets=exp.extra_targets)
+  collected = collect(name, output_dir=output_dir, learning_rates=rates, max_rounds=max_rounds,
+                      seed=seed, log=log, folders=folders)
+  reported = {lr for setting_runs in collected for lr in setting_runs.runs}
+  table = report_lib.build_table(collected, target=exp.target_accuracy,
+                                 extra_targets=exp.extra_targets)
   return report_lib.write_report(
       table, os.path.join(output_dir, name), title=name, target=exp.target_accuracy,
       description=exp.description, source=exp.source, extra_targets=exp.extra_targets,
       header={'experiment': name, 'baseline_label': exp.baseline_label, 'seed': seed,
               'learning_rates': list(rates)},
       notes=(*(f'Data: {n}' for n in run_folders.data_notes(folders)),
-             *filter(None, [paper_experiments.grid_note(rates, experiment_rates(exp))]),
+             *filter(None, [paper_experiments.grid_note(reported, exp.rates())]),
              *exp.notes))
-
-
-def experiment_rates(exp: paper_experiments.Experiment) -> tuple[float, ...]:
-  """The experiment's own learning-rate grid (no flags)."""
-  return paper_experiments.learning_rate_grid(exp.lr_grid, center=exp.lr_center,
-                                              points=exp.lr_points)
 
 
 def describe_experiments() -> str:
   """The text of --list."""
   lines = []
   for name, exp in paper_experiments.EXPERIMENTS.items():
-    rates = experiment_rates(exp)
+    rates = exp.rates()
     targets = ', '.join(f'{t:g}' for t in (exp.target_accuracy, *exp.extra_targets))
     lines += [f'{name}: {exp.description}',
               f'  source: {exp.source}',

@@ -62,9 +62,9 @@ def test_quantized_inner_counts_bits_and_overhead(tff_context):
   # kernel, 1 and 1), so 8 bits carry it exactly: pooled (8, 9) and (1, 1), biases
   # (1, 2) and (3, 4); unweighted means (4.5, 5.0) and (2, 3).
   kernel, bias = out.result
-  np.testing.assert_allclose(kernel[..., 0, 0], np.full([3, 3], 4.5), rtol=1e-6)
-  np.testing.assert_allclose(kernel[..., 0, 1], np.full([3, 3], 5.0), rtol=1e-6)
-  np.testing.assert_allclose(bias, [2.0, 3.0], rtol=1e-6)
+  np.testing.assert_array_equal(kernel[..., 0, 0], np.full([3, 3], 4.5))
+  np.testing.assert_array_equal(kernel[..., 0, 1], np.full([3, 3], 5.0))
+  np.testing.assert_array_equal(bias, [2.0, 3.0])
 
 
 def struct_type(shapes):

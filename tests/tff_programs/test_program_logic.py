@@ -113,7 +113,7 @@ def test_identical_seeds_identical_runs(tmp_path):
   b = run(tmp_path / 'b', rounds=4, algorithm=algorithms[1])
   np.testing.assert_array_equal(a.state['w'], b.state['w'])
   assert read_rows(tmp_path / 'a') == read_rows(tmp_path / 'b')
-  # Another seed: other clients each round, and another start (w = seed).
+  # Another seed: another sequence of sampled clients, and another start (w = seed).
   c = run(tmp_path / 'c', rounds=4, algorithm=algorithms[2], seed=2)
   for algorithm, seed in ((algorithms[0], 1), (algorithms[2], 2)):
     assert algorithm.sampled == [sampling.sample_clients(IDS, 3, seed=seed, round_num=r)

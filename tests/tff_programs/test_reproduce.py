@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 
 import psutil
 import pytest
@@ -134,14 +135,13 @@ def test_explicit_grid_is_sorted_and_deduplicated():
 
 
 def test_grid_note_names_the_rates_left_out():
-  assert paper_experiments.grid_note((0.0464, 0.1, 0.215), (0.0464, 0.1, 0.215)) is None
-  assert paper_experiments.grid_note((0.1,), (0.0464, 0.1, 0.215)) == (
-      'Learning rates of this report: 0.1 (set by --lr_grid/--lr_center/--lr_points), not the '
-      "experiment's grid 0.0464, 0.1, 0.215 (0.0464, 0.215 not in this report): the chosen rate "
-      'is the best of these only.')
-  assert paper_experiments.grid_note((0.05, 0.1), (0.1,)) == (
-      'Learning rates of this report: 0.05, 0.1 (set by --lr_grid/--lr_center/--lr_points), not '
-      "the experiment's grid 0.1: the chosen rate is the best of these only.")
+  assert paper_experiments.grid_note({0.215, 0.1, 0.0464}, (0.0464, 0.1, 0.215)) is None
+  assert paper_experiments.grid_note({0.1}, (0.0464, 0.1, 0.215)) == (
+      "Learning rates in this report: 0.1; the experiment's grid is 0.0464, 0.1, 0.215 (no runs "
+      "at 0.0464, 0.215): each setting's rate is chosen among the rates in this report only.")
+  assert paper_experiments.grid_note({0.05, 0.1}, (0.1,)) == (
+      "Learning rates in this report: 0.05, 0.1; the experiment's grid is 0.1: each setting's "
+      'rate is chosen among the rates in this report only.')
 
 
 @pytest.mark.parametrize('spec', ['', 'paper4', '0.1,-1', '0.1,abc', 'nan'])
@@ -240,7 +240,7 @@ def test_smoke_end_to_end_then_reuse_then_extend(tmp_path, capsys, tff_context):
   text = (folder / 'report.md').read_text()
   assert text.startswith('# smoke\n')
   assert '| FedSGD E=1 B=inf |' in text and '| FedAvg E=2 B=16 |' in text
-  assert 'not the experiment' not in text  # The experiment's own grid: no grid note.
+  assert "the experiment's grid" not in text  # The experiment's own grid: no grid note.
   for png in ('accuracy.png', 'train_loss.png'):
     data = (folder / png).read_bytes()
     assert data.startswith(b'\x89PNG') and len(data) > 5000
@@ -273,10 +273,16 @@ def test_smoke_end_to_end_then_reuse_then_extend(tmp_path, capsys, tff_context):
   assert summary['rounds_completed'] == 3
   results = json.loads((folder / 'results.json').read_text())
   assert results['settings'][1]['rounds_budget'] == 3
-  assert ("- Learning rates of this report: 0.3 (set by --lr_grid/--lr_center/--lr_points), not "
-          "the experiment's grid 0.1, 0.3 (0.1 not in this report): the chosen rate is the best "
-          "of these only.") in (folder / 'report.md').read_text()
   assert not math.isnan(results['settings'][1]['final_accuracy'])
+  # The runs at 0.1 are still on disk and in the report: the grid is whole, no note.
+  assert "the experiment's grid" not in (folder / 'report.md').read_text()
+  # Without them, the report says that its rates are not the experiment's grid.
+  for name in ('fedavg-e2-b16-lr0.1-seed0', 'fedsgd-e1-binf-lr0.1-seed0'):
+    shutil.rmtree(folder / 'runs' / name)
+  assert reproduce.main([*args, '--report_only']) == 0, capsys.readouterr().err[-3000:]
+  assert ("- Learning rates in this report: 0.3; the experiment's grid is 0.1, 0.3 (no runs at "
+          "0.1): each setting's rate is chosen among the rates in this report only."
+          ) in (folder / 'report.md').read_text()
 
 
 # ---------------------------------------------------------------- issue #15 experiments
@@ -335,8 +341,7 @@ def test_cifar10_fedavg_table3():
   exp = EXPERIMENTS['cifar10_fedavg_table3']
   (setting,) = exp.settings
   assert exp.budget(setting) == 420 == math.ceil(1.5 * 280)
-  rates = paper_experiments.learning_rate_grid(exp.lr_grid, center=exp.lr_center, points=exp.lr_points)
-  assert rates == (0.0464, 0.1, 0.215)
+  assert exp.rates() == (0.0464, 0.1, 0.215)
   cfg = exp.config(setting, 0.1)
   assert (cfg.model, cfg.cifar_input, cfg.partition, cfg.num_clients, cfg.client_fraction) == (
       'cifar_cnn', 'crop24', 'iid', 100, 0.1)

@@ -98,11 +98,10 @@ def test_one_round_with_the_real_resnet8_and_resnet55(tff_context):
   assert 0.0 <= evaluation['edge_accuracy'] <= 1.0
   # By hand: client k's f_s(f_e^(k)) on the central test set (b's 4 examples)
   # and on its own split, averaged over the two clients.
-  hits = lambda model, cid: np.argmax(model(data.test_arrays[cid][0], training=False).numpy(),
-                                      axis=-1) == data.test_arrays[cid][1]
+  hits = lambda model, x, y: np.argmax(model(x, training=False).numpy(), axis=-1) == y
   models = {cid: alg.build_model(task, out.state, out.client_states[cid]) for cid in SIZES}
-  central = [hits(models[cid], 'b').mean() for cid in SIZES]
-  own = [hits(models[cid], cid).mean() for cid in SIZES]
+  central = [hits(models[cid], *data.central_test).mean() for cid in SIZES]
+  own = [hits(models[cid], *data.test_arrays[cid]).mean() for cid in SIZES]
   assert evaluation['eval_accuracy'] == pytest.approx(np.mean(central), abs=1e-6)
   assert evaluation['personalized_accuracy_mean'] == pytest.approx(np.mean(own), abs=1e-6)
   assert evaluation['personalized_accuracy_min'] == pytest.approx(min(own), abs=1e-6)
