@@ -40,7 +40,12 @@ one round = 10 clients x 600 MNIST images, E=1, B=10, i.e. 600 SGD steps.
               checkpoint save;
   profile_clients  the profile at 10 and 100 sampled clients (A-B-B-A order),
               per client: where a 100-client round's cost beyond linear goes
-              (driver or worker CPU).
+              (driver or worker CPU);
+  per_client_cost  the same 6,000 images and 600 steps a round as 10 clients x 600
+              and as 100 clients x 60 (A-B-B-A), each round paired with a plain
+              pass over the same layout's datasets: the extra cost of a client
+              (its set-up: dataset, weights in and out, its share of the
+              aggregation), in the CLI and in the plain loop, per client.
 
 Speed modes. This VM (Firecracker, `sched_vcpu_pack=15` on its kernel command
 line) at times runs a process's threads on one vCPU while the other idles: the
@@ -89,7 +94,7 @@ from tff_programs import sections  # pylint: disable=g-import-not-at-top,wrong-i
 from benchmarks import round_timing as timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PARTS = ('plain', 'tff', 'concurrency', 'cli', 'e5', 'eval', 'scaling', 'memory', 'cifar', 'profile',
-         'profile_clients')
+         'profile_clients', 'per_client_cost')
 
 
 def table(result: dict[str, Any]) -> str:
@@ -229,6 +234,10 @@ def main() -> None:
     result['profile_clients'] = {'halves': dict(halves), 'pooled': pooled,
                                  'wall_vs_linear': pooled[big_m]['seconds'] / (
                                      pooled[small_m]['seconds'] * big_m / small_m)}
+  if 'per_client_cost' in parts:
+    result['per_client_cost'] = timing.per_client_cost(
+        x, y, x_test, y_test, per_client=per_client, prep=prep, rounds=2 + 2 * args.repeats + 1)
+    print(f"per_client_cost: {result['per_client_cost']['summary']}", flush=True)
   if 'scaling' in parts:
     # Wall seconds carry the VM's speed mode; CPU seconds (driver + worker) are
     # the cost of the work itself, so linearity is judged on both.

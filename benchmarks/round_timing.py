@@ -23,6 +23,7 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
+from datasets import client_files
 from datasets import federated
 from datasets import preprocessing
 from datasets import registry as dataset_registry
@@ -330,6 +331,40 @@ def pooled_costs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   their rounds (e.g. the two halves of an A-B-B-A series)."""
   return round_costs(*([v for r in runs for v in r[key]]
                        for key in ('rounds', 'cpu_rounds', 'busy_cores')))
+
+
+def per_client_cost(x, y, x_test, y_test, *, per_client: int,
+                    prep: preprocessing.Preprocessing, rounds: int) -> dict[str, Any]:
+  """The cost of a client beyond its SGD steps: the same examples and steps a
+  round as 10 clients x `per_client` and as 100 clients x `per_client // 10`
+  (E=1, B=10), in A-B-B-A order, each round paired with a plain pass over that
+  layout's datasets (`paired_cli`). Per extra client (90 of them): the CLI's
+  and the plain loop's extra wall and CPU seconds a round, pooled over the
+  halves (medians)."""
+  layouts = {10: per_client, 100: per_client // 10}
+  halves: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+  for m in (10, 100, 100, 10):
+    data = federated_views(x, y, x_test, y_test, num_clients=m, per_client=layouts[m])
+    with tempfile.TemporaryDirectory() as tmp, client_files.ClientArrayFiles(
+        os.path.join(tmp, 'cd'), data.train_arrays) as files:
+      plain = PlainLoop(client_datasets(data, files, list(data.client_ids), epochs=1, batch=10,
+                                        prep=prep), mnist_cnn, LR)
+      halves[m].append(paired_cli(data, plain, rounds=rounds, clients_per_round=m, epochs=1,
+                                  batch=10))
+  pooled = {m: {key: med([v for half in hs for v in half[key]])
+                for key in ('cli', 'plain', 'cli_cpu', 'plain_cpu')}
+            for m, hs in halves.items()}
+  extra = lambda key: (pooled[100][key] - pooled[10][key]) / 90
+  summary = {
+      'layouts': {f'{m} x {n}': pooled[m] for m, n in layouts.items()},
+      'cli_extra_seconds_per_client': extra('cli'),
+      'plain_extra_seconds_per_client': extra('plain'),
+      'cli_extra_cpu_seconds_per_client': extra('cli_cpu'),
+      'plain_extra_cpu_seconds_per_client': extra('plain_cpu'),
+      'cli_minus_plain_seconds_per_round': {
+          f'{m} x {n}': pooled[m]['cli'] - pooled[m]['plain'] for m, n in layouts.items()},
+  }
+  return {'summary': summary, 'halves': {m: hs for m, hs in halves.items()}}
 
 
 def worker_cpu_seconds() -> float:
