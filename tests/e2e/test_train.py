@@ -26,11 +26,17 @@ TINY = [
 TIME_COLUMNS = ('seconds', 'train_seconds')
 
 
+def _sigint_as_in_a_terminal():
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def train(args, *, wait=True, timeout=300):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=REPO)
+  # SIGINT as in a terminal: under a background job (`cmd &`, as CI may run the
+  # tests) it is ignored, children inherit that, and Ctrl-C would never arrive.
   proc = subprocess.Popen([sys.executable, '-m', 'tff_programs.train', *args],
                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+                          text=True, preexec_fn=_sigint_as_in_a_terminal)
   if not wait:
     return proc
   out, err = proc.communicate(timeout=timeout)
@@ -134,17 +140,24 @@ def test_ctrl_c_saves_then_resume_equals_uninterrupted(tmp_path):
                 '--checkpoint_every=5'], wait=False)
   metrics = tmp_path / 'cut' / 'metrics.csv'
   deadline = time.monotonic() + 240
-  while time.monotonic() < deadline and proc.poll() is None:
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:  # header + 3 rounds
-      break
-    time.sleep(0.05)
+
+  def wait_for_rounds(n):
+    while time.monotonic() < deadline and proc.poll() is None:
+      if metrics.exists() and len(metrics.read_text().splitlines()) >= n + 1:  # + header
+        return
+      time.sleep(0.02)
+
+  wait_for_rounds(1)
   # Mid-run, as in `make train`: the executor is bound on no address of this
   # machine's network namespace (it lives in its own, reached by a Unix socket).
+  # (Checked after round 1, so that the slow process scan is not what delays Ctrl-C.)
   [worker] = workers_of(proc.pid)
   owned = executor_sandbox.socket_inodes(worker)
   assert owned, 'the worker holds its listening socket'
   assert [s for s in executor_sandbox.read_listening() if s[2] in owned] == []
   assert os.readlink(f'/proc/{worker}/ns/net') != os.readlink('/proc/self/ns/net')
+  wait_for_rounds(3)
+  assert proc.poll() is None, 'the run ended before the test could press Ctrl-C'
   proc.send_signal(signal.SIGINT)
   _, stderr = proc.communicate(timeout=120)
   assert proc.returncode == 130, stderr[-3000:]
