@@ -67,7 +67,6 @@ import collections
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -218,22 +217,7 @@ def main() -> None:
     result['cli_round_profile'] = profile
     print(f'profile: {profile}', flush=True)
   if 'profile_clients' in parts:
-    # A-B-B-A (10, 100, 100, 10) so that the VM's drift weighs on both sizes.
-    small_m, big_m = (2, 4) if quick else (10, 100)
-    halves = collections.defaultdict(list)
-    for m in (small_m, big_m, big_m, small_m):
-      p = timing.profile_rounds(data, rounds=8 if m == small_m else 5, clients_per_round=m,
-                                epochs=1, batch=10)
-      halves[m].append({'seconds': p['seconds'], 'busy_cores': p['busy_cores'],
-                        'driver_cpu_per_client': p['driver_cpu_in_next'] / m,
-                        'worker_cpu_per_client': p['worker_cpu_in_next'] / m})
-      print(f'profile_clients: {m} clients: {halves[m][-1]}', flush=True)
-    pooled = {m: {k: statistics.mean(h[k] for h in hs) for k in
-                  ('seconds', 'driver_cpu_per_client', 'worker_cpu_per_client')}
-              for m, hs in halves.items()}
-    result['profile_clients'] = {'halves': dict(halves), 'pooled': pooled,
-                                 'wall_vs_linear': pooled[big_m]['seconds'] / (
-                                     pooled[small_m]['seconds'] * big_m / small_m)}
+    result['profile_clients'] = timing.profile_clients(data, (2, 4) if quick else (10, 100))
   if 'per_client_cost' in parts:
     result['per_client_cost'] = timing.per_client_cost(
         x, y, x_test, y_test, per_client=per_client, prep=prep, rounds=2 + 2 * args.repeats + 1)

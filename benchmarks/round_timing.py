@@ -333,6 +333,26 @@ def pooled_costs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                        for key in ('rounds', 'cpu_rounds', 'busy_cores')))
 
 
+def profile_clients(data: federated.FederatedData, sizes: tuple[int, int]) -> dict[str, Any]:
+  """`profile_rounds` at a small and a big number of sampled clients, in
+  A-B-B-A order (so that the VM's drift weighs on both), per client: where the
+  big round's cost beyond linear goes (driver or worker CPU)."""
+  small_m, big_m = sizes
+  halves: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+  for m in (small_m, big_m, big_m, small_m):
+    p = profile_rounds(data, rounds=8 if m == small_m else 5, clients_per_round=m,
+                       epochs=1, batch=10)
+    halves[m].append({'seconds': p['seconds'], 'busy_cores': p['busy_cores'],
+                      'driver_cpu_per_client': p['driver_cpu_in_next'] / m,
+                      'worker_cpu_per_client': p['worker_cpu_in_next'] / m})
+    print(f'profile_clients: {m} clients: {halves[m][-1]}', flush=True)
+  pooled = {m: {k: statistics.mean(h[k] for h in hs) for k in
+                ('seconds', 'driver_cpu_per_client', 'worker_cpu_per_client')}
+            for m, hs in halves.items()}
+  return {'halves': dict(halves), 'pooled': pooled,
+          'wall_vs_linear': pooled[big_m]['seconds'] / (pooled[small_m]['seconds'] * big_m / small_m)}
+
+
 def per_client_cost(x, y, x_test, y_test, *, per_client: int,
                     prep: preprocessing.Preprocessing, rounds: int) -> dict[str, Any]:
   """The cost of a client beyond its SGD steps: the same examples and steps a
@@ -354,7 +374,7 @@ def per_client_cost(x, y, x_test, y_test, *, per_client: int,
   pooled = {m: {key: med([v for half in hs for v in half[key]])
                 for key in ('cli', 'plain', 'cli_cpu', 'plain_cpu')}
             for m, hs in halves.items()}
-  extra = lambda key: (pooled[100][key] - pooled[10][key]) / 90
+  extra = lambda key: (pooled[100][key] - pooled[10][key]) / (100 - 10)
   summary = {
       'layouts': {f'{m} x {n}': pooled[m] for m, n in layouts.items()},
       'cli_extra_seconds_per_client': extra('cli'),
@@ -364,7 +384,7 @@ def per_client_cost(x, y, x_test, y_test, *, per_client: int,
       'cli_minus_plain_seconds_per_round': {
           f'{m} x {n}': pooled[m]['cli'] - pooled[m]['plain'] for m, n in layouts.items()},
   }
-  return {'summary': summary, 'halves': {m: hs for m, hs in halves.items()}}
+  return {'summary': summary, 'halves': dict(halves)}
 
 
 def worker_cpu_seconds() -> float:
