@@ -12,6 +12,7 @@ import collections
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_federated as tff
 
 from tff_programs import sections
 from tff_programs.algorithms import base
@@ -67,10 +68,16 @@ def run_round(builder, config, datasets):
 
 def test_type_signature(tff_context):
   algorithm = build(fedavg.build_fedavg, TASK, cfg())
-  signature = str(algorithm.process.next.type_signature)
-  assert '{<x=float32[?,2],y=int64[?]>*}@CLIENTS' in signature
-  assert '<trainable=<float32[2,2],float32[2]>' in signature
-  assert signature.count('@SERVER') >= 2
+  signature = algorithm.process.next.type_signature
+  state = signature.parameter.state
+  # (<state@SERVER, client_data@CLIENTS> -> <state@SERVER, metrics@SERVER>), same state type.
+  assert str(signature.parameter.client_data) == '{<x=float32[?,2],y=int64[?]>*}@CLIENTS'
+  assert state.placement is tff.SERVER and signature.result.metrics.placement is tff.SERVER
+  assert signature.result.state == state
+  assert str(state.member.global_model_weights) == (
+      '<trainable=<float32[2,2],float32[2]>,non_trainable=<>>')
+  assert str(signature.result.metrics.member.client_work.train) == (
+      '<sparse_categorical_accuracy=float32,loss=float32,num_examples=int64,num_batches=int64>')
 
 
 def test_fedavg_one_full_batch_step_is_example_weighted_average(tff_context):
