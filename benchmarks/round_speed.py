@@ -255,12 +255,11 @@ def main() -> None:
   if 'memory' in parts:
     small = timing.federated_views(x, y, x_test, y_test, num_clients=10, per_client=60)
     samples = {}
-    prefix = f'{os.getpid()}-'
     rounds = 40 if quick else 300
 
     def record(round_num):
       if round_num in (20, rounds) or round_num % 50 == 0:
-        samples[round_num] = timing.rss_mb(prefix)
+        samples[round_num] = timing.rss_mb()
 
     # Evaluating every 10 rounds: both ends include the evaluation's memory.
     timing.cli_rounds(small, rounds=rounds, clients_per_round=2, epochs=1, batch=10, on_round=record,
