@@ -387,25 +387,10 @@ def per_client_cost(x, y, x_test, y_test, *, per_client: int,
   return {'summary': summary, 'halves': dict(halves)}
 
 
-def own_worker_pids() -> list[int]:
-  """PIDs of the TFF workers this process started (their tag starts with its PID,
-  `runtime`'s default tag), so that a worker of another job on the machine never
-  counts in this benchmark's CPU seconds or memory."""
-  prefix = f'{os.getpid()}-'
-  pids = []
-  for pid in runtime.tagged_worker_pids():
-    try:
-      if psutil.Process(pid).environ().get(runtime.WORKER_TAG_ENV, '').startswith(prefix):
-        pids.append(pid)
-    except psutil.Error:
-      pass
-  return pids
-
-
 def worker_cpu_seconds() -> float:
   """User + system CPU seconds of the TFF workers this process started."""
   total = 0.0
-  for pid in own_worker_pids():
+  for pid in runtime.tagged_worker_pids(started_by=os.getpid()):
     try:
       times = psutil.Process(pid).cpu_times()
       total += times.user + times.system
@@ -474,7 +459,7 @@ def profile_rounds(data: federated.FederatedData, *, rounds: int, **cli_args) ->
 def rss_mb() -> float:
   """RSS of this process plus the TFF workers it started, in MiB."""
   total = psutil.Process().memory_info().rss
-  for pid in own_worker_pids():
+  for pid in runtime.tagged_worker_pids(started_by=os.getpid()):
     try:
       total += psutil.Process(pid).memory_info().rss
     except psutil.Error:

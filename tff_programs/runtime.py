@@ -464,8 +464,10 @@ def gpu_notice(gpus: list[str], worker_binary: Optional[str],
           'runs a TFF executor built from source with CUDA')
 
 
-def tagged_worker_pids(tag: Optional[str] = None) -> list[int]:
-  """PIDs of running worker_binary processes (with `tag`, only that run's)."""
+def tagged_worker_pids(tag: Optional[str] = None, *, started_by: Optional[int] = None) -> list[int]:
+  """PIDs of running worker_binary processes (with `tag`, only that run's; with
+  `started_by`, only those of executors of that process, whose default tag
+  begins with its PID)."""
   import psutil  # pylint: disable=g-import-not-at-top
 
   pids = []
@@ -477,6 +479,9 @@ def tagged_worker_pids(tag: Optional[str] = None) -> list[int]:
       if proc.status() == psutil.STATUS_ZOMBIE:
         continue
       if tag is not None and proc.environ().get(WORKER_TAG_ENV) != tag:
+        continue
+      if started_by is not None and not proc.environ().get(WORKER_TAG_ENV, '').startswith(
+          f'{started_by}-'):
         continue
       pids.append(proc.info['pid'])
     except (psutil.NoSuchProcess, psutil.AccessDenied):

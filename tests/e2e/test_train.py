@@ -44,15 +44,7 @@ def train(args, *, wait=True, timeout=300):
 
 
 def workers_of(pid):
-  return [p for p in runtime.tagged_worker_pids() if _tag(p).startswith(f'{pid}-')]
-
-
-def _tag(pid):
-  import psutil
-  try:
-    return psutil.Process(pid).environ().get(runtime.WORKER_TAG_ENV, '')
-  except psutil.Error:
-    return ''
+  return runtime.tagged_worker_pids(started_by=pid)
 
 
 def rows(run_dir):

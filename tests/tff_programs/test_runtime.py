@@ -33,6 +33,9 @@ def test_worker_runs_inside_block_and_is_gone_after():
   with runtime.tff_runtime() as worker:
     assert add_one(2) == 3
     assert runtime.tagged_worker_pids(worker.tag) == [worker.pid]
+    # The default tag begins with the starting process's PID.
+    assert runtime.tagged_worker_pids(started_by=os.getpid()) == [worker.pid]
+    assert runtime.tagged_worker_pids(started_by=os.getppid()) == []
   assert runtime.tagged_worker_pids(worker.tag) == []
 
 
