@@ -333,6 +333,24 @@ def _source(a: 'np.ndarray | client_files.ArrayFile') -> tuple[Any, tuple]:
 _BUILDERS: dict[tuple, Callable[..., tf.data.Dataset]] = {}
 
 
+def client_pipeline_options() -> tf.data.Options:
+  """tf.data options of every client pipeline: no graph rewrites, no autotuning.
+
+  A TFF round starts a fresh iterator of each client's dataset in the worker,
+  and with tf.data's defaults each start runs the grappler rewrite of the
+  dataset graph and starts the autotuning model and an injected prefetch
+  thread: ~20 ms of worker CPU a client (measured: 20 clients of one MNIST
+  batch, with a placeholder-initialised model, 1.1-1.3 s -> 0.55 s a round). A
+  client pipeline is a gather of whole batches from arrays in memory: there
+  is nothing for the rewrites or the autotuner to win. The batches, and so
+  the results, are the same either way.
+  """
+  options = tf.data.Options()
+  options.experimental_optimization.apply_default_optimizations = False
+  options.autotune.enabled = False
+  return options
+
+
 def _pipeline_builder(x_spec: tuple, y_spec: tuple, extra_specs: tuple,
                       map_fn: Optional[Callable], batch_map: Optional[Callable]):
   """One `tf.function` per pipeline shape that returns a client's dataset.
@@ -404,7 +422,8 @@ def _pipeline_builder(x_spec: tuple, y_spec: tuple, extra_specs: tuple,
     # Files are read when the dataset runs (in the TFF worker): the graph holds
     # paths and orders, not the data.
     dataset = tf.data.Dataset.from_tensors((x_source, y_source)).flat_map(epochs_of)
-    return dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
+    return dataset.with_options(client_pipeline_options())
 
   _BUILDERS[key] = build
   return build

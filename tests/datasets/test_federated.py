@@ -257,6 +257,21 @@ def test_client_dataset_survives_graph_serialization():
   assert all(np.array_equal(p, q) for p, q in zip(a, b))
 
 
+def test_client_dataset_tells_its_runtime_to_skip_rewrites_and_autotuning():
+  # The options travel in the serialized graph (what the TFF worker runs): each
+  # client's iterator then starts without tf.data's graph rewrite and autotuner.
+  from tensorflow.core.framework import dataset_options_pb2  # pylint: disable=g-import-not-at-top
+  x, y = xy(9)
+  ds = federated.client_dataset(x, y, batch_size=4, epochs=2, shuffle_seed=5)
+  graph = tf.compat.v1.GraphDef.FromString(tf.raw_ops.DatasetToGraphV2(
+      input_dataset=tf.data.experimental.to_variant(ds)).numpy())
+  nodes = [n for n in graph.node if n.op == 'OptionsDataset']
+  assert len(nodes) == 1
+  options = dataset_options_pb2.Options.FromString(nodes[0].attr['serialized_options'].s)
+  assert options.optimization_options.apply_default_optimizations is False
+  assert options.autotune_options.enabled is False
+
+
 @pytest.mark.parametrize(
     'kwargs, message',
     [

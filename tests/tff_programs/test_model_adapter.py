@@ -127,6 +127,9 @@ def test_tff_model_masks_padding_in_loss_and_accuracy():
   spec = collections.OrderedDict(x=tf.TensorSpec([None, None], tf.int32),
                                  y=tf.TensorSpec([None, None], tf.int32))
   model = model_adapter.tff_model_fn(lookup_model, spec, ignore_label=PAD)()
+  # A TFF model's variables start at zeros; computations assign the weights first.
+  assert not np.any(model.trainable_variables[0].numpy())
+  model.trainable_variables[0].assign(lookup_model().get_weights()[0])
   # Logits: SURE_1, FLAT, SURE_2 (padding); predictions 1, 0, 2.
   batch = collections.OrderedDict(x=tf.constant([[1, 2, 0]]), y=tf.constant([[1, 2, PAD]]))
   output = model.forward_pass(batch, training=False)
@@ -169,3 +172,17 @@ def test_keras_weights_order_undoes_the_split():
   fresh.set_weights(ordered)
   for a, b in zip(fresh.get_weights(), source):
     np.testing.assert_array_equal(a, b)
+
+
+def test_placeholder_initial_values_start_initialized_variables_at_zero():
+  # Inside: the glorot kernel, the ones of gamma and of the moving variance are all zeros;
+  # a variable given a value (not an initializer) keeps it.
+  with model_adapter.placeholder_initial_values():
+    model = bn_first_model()
+    counter = tf.Variable(3.0)
+  assert [w.shape for w in model.get_weights()] == [(2,), (2,), (2,), (2,), (2, 3), (3,)]
+  assert all(not np.any(w) for w in model.get_weights())
+  assert float(counter) == 3.0
+  outside = bn_first_model()  # gamma and the moving variance start at one again
+  np.testing.assert_array_equal(outside.get_weights()[0], [1.0, 1.0])
+  np.testing.assert_array_equal(outside.get_weights()[3], [1.0, 1.0])

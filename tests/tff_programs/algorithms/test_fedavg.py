@@ -153,6 +153,10 @@ def test_initialization_is_seeded(tff_context):
   a, b, c = (algorithm.model_weights(algorithm.initialize(s)) for s in (7, 7, 8))
   np.testing.assert_array_equal(a[0], b[0])
   assert not np.array_equal(a[0], c[0])
+  # The Keras builder's weights under the seed (the TFF model's variables start at zeros).
+  tf.keras.utils.set_random_seed(7)
+  np.testing.assert_array_equal(a[0], random_model().get_weights()[0])
+  assert np.any(a[0])
 
 
 def test_dense_communication_accounting(tff_context):
