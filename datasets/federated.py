@@ -339,11 +339,14 @@ def client_pipeline_options() -> tf.data.Options:
   A TFF round starts a fresh iterator of each client's dataset in the worker,
   and with tf.data's defaults each start runs the grappler rewrite of the
   dataset graph and starts the autotuning model and an injected prefetch
-  thread: ~20 ms of worker CPU a client (measured: 20 clients of one MNIST
-  batch, with a placeholder-initialised model, 1.1-1.3 s -> 0.55 s a round). A
-  client pipeline is a gather of whole batches from arrays in memory: there
-  is nothing for the rewrites or the autotuner to win. The batches, and so
-  the results, are the same either way.
+  thread (measured with perf in the worker; 20 clients of one MNIST batch a
+  round, interleaved runs: 1.1-1.9 s -> 0.78-1.02 s a round, 0.55 s together
+  with `model_adapter.placeholder_initial_values`). A client pipeline is a
+  gather of whole batches from arrays in memory (or a per-example
+  augmentation map): the rewrites and the autotuner win nothing there (the
+  MNIST round: 5.3-5.4 s -> 4.2 s, the CIFAR-10 round with augmentation:
+  68 s -> 56 s; benchmarks/results/pipeline_lever_ab.json). The batches, and
+  so the results, are the same either way.
   """
   options = tf.data.Options()
   options.experimental_optimization.apply_default_optimizations = False
