@@ -79,10 +79,11 @@ def placeholder_initial_values() -> Iterator[None]:
   a TFF computation. TFF runs a computation's variable initializers on every
   call, i.e. for every client of every round, and the random initializers of
   the MNIST CNN alone draw 1.66M numbers each time (~10 ms of worker CPU a
-  client, from perf samples of the worker). FedSuite's computations assign the weights they train
-  (the broadcast model, a client's personal part) before use, and initial
-  weights come from the seeded Keras builder (`initialize(seed)`), never from
-  these variables: so their starting values are never seen.
+  client, from perf samples of the worker). FedSuite's computations assign
+  the weights they train (the broadcast model, a client's personal part)
+  before use, and initial weights come from the seeded Keras builder
+  (`initialize(seed)`), never from these variables: so their starting values
+  are never seen.
   """
 
   def creator(next_creator, **kwargs):

@@ -118,7 +118,7 @@ class LocalWorker:
     """
     self._max_concurrent = max_concurrent_computation_calls
     self._log_path = log_path
-    self.tag = tag or f'{os.getpid()}-{time.monotonic_ns()}'
+    self.tag = tag or f'{_tag_prefix(os.getpid())}{time.monotonic_ns()}'
     self.isolation = isolation or default_isolation()
     if self.isolation not in ISOLATIONS:
       raise ExecutorError(f'isolation={self.isolation!r}: allowed: {", ".join(ISOLATIONS)}')
@@ -464,6 +464,11 @@ def gpu_notice(gpus: list[str], worker_binary: Optional[str],
           'runs a TFF executor built from source with CUDA')
 
 
+def _tag_prefix(pid: int) -> str:
+  """How a default worker tag begins: the PID of the process that started it."""
+  return f'{pid}-'
+
+
 def tagged_worker_pids(tag: Optional[str] = None, *, started_by: Optional[int] = None) -> list[int]:
   """PIDs of running worker_binary processes (with `tag`, only that run's; with
   `started_by`, only those of executors of that process, whose default tag
@@ -478,10 +483,11 @@ def tagged_worker_pids(tag: Optional[str] = None, *, started_by: Optional[int] =
         continue
       if proc.status() == psutil.STATUS_ZOMBIE:
         continue
-      if tag is not None and proc.environ().get(WORKER_TAG_ENV) != tag:
+      filtered = tag is not None or started_by is not None
+      worker_tag = proc.environ().get(WORKER_TAG_ENV, '') if filtered else ''
+      if tag is not None and worker_tag != tag:
         continue
-      if started_by is not None and not proc.environ().get(WORKER_TAG_ENV, '').startswith(
-          f'{started_by}-'):
+      if started_by is not None and not worker_tag.startswith(_tag_prefix(started_by)):
         continue
       pids.append(proc.info['pid'])
     except (psutil.NoSuchProcess, psutil.AccessDenied):

@@ -7,6 +7,7 @@ import collections
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import dataset_options_pb2
 
 from datasets import base
 from datasets import federated
@@ -260,7 +261,6 @@ def test_client_dataset_survives_graph_serialization():
 def test_client_dataset_tells_its_runtime_to_skip_rewrites_and_autotuning():
   # The options travel in the serialized graph (what the TFF worker runs): each
   # client's iterator then starts without tf.data's graph rewrite and autotuner.
-  from tensorflow.core.framework import dataset_options_pb2  # pylint: disable=g-import-not-at-top
   x, y = xy(9)
   ds = federated.client_dataset(x, y, batch_size=4, epochs=2, shuffle_seed=5)
   graph = tf.compat.v1.GraphDef.FromString(tf.raw_ops.DatasetToGraphV2(

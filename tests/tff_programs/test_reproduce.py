@@ -11,7 +11,6 @@ import math
 import os
 import shutil
 
-import psutil
 import pytest
 
 from datasets import registry as dataset_registry
@@ -206,15 +205,8 @@ def test_worker_concurrency_reaches_every_planned_run(experiment_name, module, t
 
 def _own_workers(exclude_tag):
   """worker_binary processes started by this process (other than the fixture's)."""
-  tags = []
-  for pid in runtime.tagged_worker_pids():
-    try:
-      tag = psutil.Process(pid).environ().get(runtime.WORKER_TAG_ENV, '')
-    except psutil.Error:
-      continue
-    if tag.startswith(f'{os.getpid()}-') and tag != exclude_tag:
-      tags.append(tag)
-  return tags
+  return sorted(set(runtime.tagged_worker_pids(started_by=os.getpid()))
+                - set(runtime.tagged_worker_pids(exclude_tag)))
 
 
 def _mtimes(out):
