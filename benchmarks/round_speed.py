@@ -16,8 +16,9 @@ one round = 10 clients x 600 MNIST images, E=1, B=10, i.e. 600 SGD steps.
               client pipeline: uint8 pixels scaled per batch), one model;
   tff_stock   one `process.next` of `tff.learning`'s FedAvg with default settings;
   fedsuite    one `algorithm.next` of FedSuite's FedAvg (what the CLI calls);
-  concurrency `algorithm.next` with the worker's max_concurrent_computation_calls
-              -1 (unlimited, the default), 1, 2, 4;
+  concurrency  cli rounds (paired with plain passes) at --worker_concurrency=1
+              (one client at a time) and 0 (one per core, the default), A-B-B-A,
+              for E=1 and E=5;
   cli         a round of `tff_programs.experiment.run_experiment` (the CLI's
               path: sampling, client files, next, divergence check, metrics
               row, checkpoints every 10 rounds), from metrics.csv, no evaluation;
@@ -158,15 +159,22 @@ def main() -> None:
       result['fedsuite_next_seconds'] = timing.med(times)
       print(f'fedsuite_next: {times}', flush=True)
     if 'concurrency' in parts:
-      spec = collections.OrderedDict(x=tf.TensorSpec([None, 28, 28, 1], tf.float32),
-                                     y=tf.TensorSpec([None], tf.int64))
-      ours = lambda: fedavg.build_fedavg(base.Task(timing.mnist_cnn, spec, 10),
-                                         sections.ClientTrainingOptions(client_learning_rate=timing.LR))
-      result['worker_concurrency_seconds'] = {}
-      for calls in (-1, 1, 2, 4):
-        times = timing.next_seconds(ours, datasets_e1, args.repeats, max_concurrent=calls)
-        result['worker_concurrency_seconds'][calls] = timing.med(times)
-        print(f'max_concurrent_computation_calls={calls}: {times}', flush=True)
+      # The CLI round at --worker_concurrency=1 (one client at a time) and 0
+      # (one per core, the default), in A-B-B-A order per E, each round
+      # paired with a plain pass as in `cli`: same VM, same minutes.
+      result['worker_concurrency_ab'] = {}
+      for epochs in (1, 5):
+        plain_loop = timing.PlainLoop(
+            timing.client_datasets(data, files, ids, epochs=epochs, batch=10, prep=prep),
+            timing.mnist_cnn, timing.LR)
+        series = collections.defaultdict(list)
+        for calls in (1, 0, 0, 1):
+          series[calls].append(timing.paired_cli(
+              data, plain_loop, rounds=2 + args.repeats + 1, clients_per_round=10, epochs=epochs,
+              batch=10, extra={'worker_concurrency': calls}))
+          print(f'E={epochs} worker_concurrency={calls}: {series[calls][-1]}', flush=True)
+        result['worker_concurrency_ab'][f'E{epochs}'] = {
+            calls: timing.pooled_pairs(halves) for calls, halves in series.items()}
     if 'cli' in parts:
       paired = timing.paired_cli(data, timing.PlainLoop(datasets_e1(), timing.mnist_cnn, timing.LR), rounds=2 + 2 * args.repeats + 1,
                           clients_per_round=10, epochs=1, batch=10)

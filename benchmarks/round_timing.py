@@ -214,6 +214,17 @@ def mode_summary(prefix: str, paired: dict[str, Any]) -> dict[str, Any]:
           f'{prefix}_cpu_ratio_median': med(paired['cpu_ratios'])}
 
 
+def pooled_pairs(halves: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """Several `paired_cli` series of one setting pooled: every list
+  concatenated, with the medians of the round, its plain pass, the three
+  ratios and the busy cores."""
+  pooled = {key: [v for half in halves for v in half[key]] for key in halves[0]}
+  for key in ('cli', 'plain', 'ratios', 'two_core_ratios', 'cpu_ratios', 'cli_busy_cores',
+              'plain_busy_cores'):
+    pooled[f'{key}_median'] = med(pooled[key]) if pooled[key] else None
+  return pooled
+
+
 def client_datasets(data: federated.FederatedData, files, ids, *, epochs: int, batch: int,
                     prep: preprocessing.Preprocessing, round_num: int = 1):
   return [federated.client_dataset(*files.get(cid), batch_size=batch, epochs=epochs,

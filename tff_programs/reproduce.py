@@ -111,7 +111,7 @@ flags.DEFINE_string('worker_tls_dir', None, 'Driver certificates for --workers o
 flags.DEFINE_string('worker_binary', None, 'A user-built TFF executor service (as train.py --worker_binary).',
                     flag_values=FLAGS)
 flags.DEFINE_integer('worker_concurrency', None, "Client computations this process's own TFF worker runs "
-                     "at once (as train.py --worker_concurrency; default 1). With --workers, each "
+                     "at once (as train.py --worker_concurrency; default 0: one per CPU core). With --workers, each "
                      "worker's own --concurrency applies there. Changes no result.",
                      flag_values=FLAGS)
 flags.DEFINE_bool('help', False, 'Show this help and exit.', short_name='h', flag_values=FLAGS)

@@ -149,7 +149,7 @@ class ExecutorOptions(options.Options):
   workers: str = option('', "Spread each round's clients over these TFF workers (`python -m tff_programs.worker`): HOST:PORT[,HOST:PORT...]; empty = this process's own executor.")
   worker_tls_dir: Optional[str] = option(None, 'With --workers on other machines: folder with the CA certificate and this driver\'s certificate and key (`python -m tff_programs.worker_tls make-ca`); traffic is then mutually authenticated and encrypted.')
   worker_binary: Optional[str] = option(None, "Run this TFF executor service instead of the pip package's CPU-only worker_binary (e.g. TFF built from source with CUDA).")
-  worker_concurrency: int = option(1, "Client computations this process's TFF worker runs at once (worker_binary --max_concurrent_computation_calls). 1: one client after another, each step using all cores (on 2 cores the steadiest and cheapest: benchmarks/round_speed.py); -1: all at once (TFF's default). Changes no result.", check=addresses.concurrency_problem)
+  worker_concurrency: int = option(0, "Client computations this process's TFF worker runs at once (worker_binary --max_concurrent_computation_calls). 0: one per CPU core of this machine (a client's small steps leave cores idle between ops; a second client fills them: benchmarks/round_speed.py); 1: one client after another; -1: all at once (TFF's default; memory grows with the clients of a round). Changes no result.", check=addresses.concurrency_problem)
 
   def check(self) -> None:
     if self.worker_tls_dir and not self.workers:

@@ -139,7 +139,7 @@ async def _serve(executor, relay: worker_tls.Relay, host: str, port: int, descri
 
 def run(port: int, *, host: Optional[str] = None, tls_dir: Optional[str] = None,
         worker_binary: Optional[str] = None, log_file: Optional[str] = None,
-        isolation: str = 'required', concurrency: int = -1) -> int:
+        isolation: str = 'required', concurrency: int = 0) -> int:
   """Validates the flags, starts the executor and serves; returns the exit code."""
   check_port(port)
   check_concurrency(concurrency)
@@ -160,7 +160,8 @@ def run(port: int, *, host: Optional[str] = None, tls_dir: Optional[str] = None,
     log.info(notice)
     print(f'worker: {notice}', file=sys.stderr, flush=True)
   executor = runtime.LocalWorker(
-      command=[binary, f'--max_concurrent_computation_calls={concurrency}'], log_path=log_file,
+      command=[binary, f'--max_concurrent_computation_calls={runtime.concurrent_calls(concurrency)}'],
+      log_path=log_file,
       isolation=isolation)
   try:
     try:
@@ -212,11 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--log_file', default=None,
                       help='log of this worker and its executor (default: '
                       'fedsuite_worker_<pid>.log in the temp folder)')
-  parser.add_argument('--concurrency', type=int, default=-1,
+  parser.add_argument('--concurrency', type=int, default=0,
                       help='client computations the executor runs at once (its '
-                      '--max_concurrent_computation_calls): -1 (default, TFF\'s): all the driver '
-                      'sends; 1: one after another, each using all cores (the steadier choice '
-                      'on a 2-core machine, see train.py --worker_concurrency). Changes no result.')
+                      '--max_concurrent_computation_calls): 0 (default): one per CPU core of this '
+                      'machine; -1 (TFF\'s default): all the driver sends; N: N (see train.py '
+                      '--worker_concurrency). Changes no result.')
   parser.add_argument('--executor_isolation', choices=('required', 'auto'), default='required',
                       help='required (default): refuse to run when the executor cannot get a '
                       'private network namespace; auto: then run it in this machine\'s namespace '

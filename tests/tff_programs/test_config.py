@@ -30,8 +30,7 @@ from tff_programs.algorithms import ALGORITHMS
     ({'target_metric': 'train_accuracy'}, "--target_metric='train_accuracy': unknown; allowed: eval_accuracy, personalized_accuracy_mean"),
     ({'min_role_lines': 3}, '--min_role_lines=3: only --dataset=shakespeare'),
     ({'worker_tls_dir': '/x'}, '--worker_tls_dir=/x: only with --workers'),
-    ({'worker_concurrency': 0}, '--worker_concurrency=0: must be -1 (unlimited) or an integer >= 1'),
-    ({'worker_concurrency': -2}, '--worker_concurrency=-2: must be -1 (unlimited) or an integer >= 1'),
+    ({'worker_concurrency': -2}, '--worker_concurrency=-2: must be -1 (all at once), 0 (one per CPU core) or an integer >= 1'),
 ])
 def test_ignored_or_unknown_settings_are_refused_in_one_line(overrides, message):
   with pytest.raises(options.ConfigError) as raised:

@@ -48,7 +48,8 @@ def test_an_executor_that_cannot_run_privately_is_refused_before_the_run_folder(
 
 def test_worker_concurrency_reaches_the_worker_and_changes_no_result(tmp_path, monkeypatch):
   # The worker's --max_concurrent_computation_calls comes from --worker_concurrency;
-  # clients one at a time (the default, 1) or all at once (-1) give the same rows.
+  # one client per core (the default, 0), one at a time (1) or all at once (-1)
+  # give the same rows.
   started = []
   original = runtime.tff_runtime
 
@@ -58,7 +59,7 @@ def test_worker_concurrency_reaches_the_worker_and_changes_no_result(tmp_path, m
 
   monkeypatch.setattr(runtime, 'tff_runtime', recording_runtime)
   rows = {}
-  for calls in (None, -1):
+  for calls in (None, 1, -1):
     overrides = {} if calls is None else {'worker_concurrency': calls}
     cfg = experiment.ExperimentConfig(**dict(DIGITS, rounds=2, export=False, **overrides),
                                       output_dir=str(tmp_path), run_name=f'c{calls}')
@@ -66,8 +67,8 @@ def test_worker_concurrency_reaches_the_worker_and_changes_no_result(tmp_path, m
     with open(os.path.join(cfg.run_dir, 'metrics.csv')) as f:
       rows[calls] = [{k: v for k, v in row.items() if 'seconds' not in k}
                      for row in csv.DictReader(f)]
-  assert started == [1, -1]
-  assert len(rows[None]) == 2 and rows[None] == rows[-1]
+  assert started == [0, 1, -1]
+  assert len(rows[None]) == 2 and rows[None] == rows[1] == rows[-1]
 
 
 # ---- export -------------------------------------------------------------------

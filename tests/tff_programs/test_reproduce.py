@@ -170,8 +170,8 @@ def test_help_and_list(capsys):
     (['--experiment=smoke', '--lr_grid=fast'], "--lr_grid='fast': must be paper3 or paper6"),
     (['--experiment=smoke', '--max_rounds=0'], '--max_rounds=0: must be an integer >= 1'),
     (['--experiment=smoke', '--bogus'], "Unknown command line flag 'bogus'"),
-    (['--experiment=smoke', '--worker_concurrency=0'],
-     '--worker_concurrency=0: must be -1 (unlimited) or an integer >= 1'),
+    (['--experiment=smoke', '--worker_concurrency=-2'],
+     '--worker_concurrency=-2: must be -1 (all at once), 0 (one per CPU core) or an integer >= 1'),
 ])
 def test_bad_flags_are_one_line_errors(capsys, tmp_path, args, expected):
   assert reproduce.main(['reproduce', f'--output_dir={tmp_path}', *args]) == 2
@@ -200,7 +200,7 @@ def test_worker_concurrency_reaches_every_planned_run(experiment_name, module, t
   assert reproduce.main([*base, '--worker_concurrency=-1']) == 130
   assert 'interrupted; finished rounds are saved' in capsys.readouterr().err
   assert len(seen) == 2 and len(seen[0]) >= 2
-  assert seen == [[1] * len(seen[0]), [-1] * len(seen[0])]
+  assert seen == [[0] * len(seen[0]), [-1] * len(seen[0])]
 
 
 def _own_workers(exclude_tag):

@@ -280,3 +280,16 @@ def test_listening_sockets_parses_proc_net_tcp(text, expected):
 ])
 def test_is_loopback(address, loopback):
   assert executor_sandbox.is_loopback(address) == loopback
+
+
+def test_concurrency_zero_is_one_client_computation_per_usable_core(monkeypatch):
+  # 0 (the default of --worker_concurrency) follows the process's affinity mask,
+  # not the machine's core count; -1 (all at once) and N >= 1 pass through.
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 2, 5})
+  assert runtime.usable_cores() == 3
+  assert [runtime.concurrent_calls(c) for c in (0, 1, 4, -1)] == [3, 1, 4, -1]
+  worker = runtime.LocalWorker(command=['true'])
+  assert worker._max_concurrent == 3  # pylint: disable=protected-access
+  monkeypatch.delattr(os, 'sched_getaffinity')
+  monkeypatch.setattr(os, 'cpu_count', lambda: 7)
+  assert runtime.concurrent_calls(0) == 7

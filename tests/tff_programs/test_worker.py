@@ -41,8 +41,8 @@ def listeners_of(pid, namespace_pid):
     (['--port=70000'], 'worker: error: --port=70000: must be 0-65535 (0: any free port)'),
     (['--port=0', '--worker_tls_dir=/nonexistent/certs'],
      'worker: error: --worker_tls_dir=/nonexistent/certs: no such folder'),
-    (['--port=0', '--concurrency=0'],
-     'worker: error: --concurrency=0: must be -1 (unlimited) or an integer >= 1'),
+    (['--port=0', '--concurrency=-2'],
+     'worker: error: --concurrency=-2: must be -1 (all at once), 0 (one per CPU core) or an integer >= 1'),
     (['--port=0', '--worker_binary=/nonexistent/worker_binary'],
      'worker: error: --worker_binary=/nonexistent/worker_binary: no such file'),
 ])
@@ -61,9 +61,9 @@ def test_serves_loopback_only_keeps_the_executor_private_and_stops_on_sigterm(tm
     host, port = worker_tls.split_address(proc.address)
     assert host == '127.0.0.1' and port > 0
     executor = proc.executor_pid
-    # By default the executor runs every client computation it is sent at once.
+    # By default the executor runs one client computation per CPU core at once.
     with open(f'/proc/{executor}/cmdline') as f:
-      assert '--max_concurrent_computation_calls=-1' in f.read().split('\0')
+      assert f'--max_concurrent_computation_calls={runtime.usable_cores()}' in f.read().split('\0')
     # The executor lives in its own network namespace, the worker in ours.
     assert os.readlink(f'/proc/{executor}/ns/net') != os.readlink(f'/proc/{proc.pid}/ns/net')
     assert os.readlink(f'/proc/{proc.pid}/ns/net') == os.readlink('/proc/self/ns/net')
@@ -193,7 +193,8 @@ def test_a_user_built_executor_runs_instead_of_the_wheels(tmp_path):
   marks.unlink()
   with runtime.tff_runtime(worker_binary=str(binary)):
     assert add_one(1) == 2
-  assert marks.read_text().startswith('--max_concurrent_computation_calls=-1 --port=')
+  assert marks.read_text().startswith(
+      f'--max_concurrent_computation_calls={runtime.usable_cores()} --port=')
   with pytest.raises(runtime.ExecutorError, match='--worker_binary=/nonexistent: no such file'):
     with runtime.tff_runtime(worker_binary='/nonexistent'):
       pass

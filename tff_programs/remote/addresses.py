@@ -99,10 +99,12 @@ def check_tls_dir(tls_dir: str, *, flag: str = '--worker_tls_dir') -> tuple[str,
 
 
 def concurrency_problem(value) -> Optional[str]:
-  """None if `value` is a valid executor concurrency (TFF's
-  max_concurrent_computation_calls: -1 for unlimited, or an integer >= 1),
-  else what is allowed. Shared by the driver's --worker_concurrency and the
-  worker's --concurrency."""
-  if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
-    return 'must be -1 (unlimited) or an integer >= 1'
+  """None if `value` is a valid executor concurrency, else what is allowed.
+
+  The values of TFF's max_concurrent_computation_calls (-1: all at once, or
+  an integer >= 1), plus 0: as many as the CPU cores this process may use
+  (`runtime.concurrent_calls` resolves it when the worker starts). Shared by
+  the driver's --worker_concurrency and the worker's --concurrency."""
+  if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+    return 'must be -1 (all at once), 0 (one per CPU core) or an integer >= 1'
   return None
