@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from typing import Optional
 
 from tff_programs import executor_sandbox
+from tff_programs.remote import addresses
 
 WORKER_TAG_ENV = 'FEDSUITE_WORKER_TAG'
 ISOLATION_ENV = 'FEDSUITE_EXECUTOR_ISOLATION'
@@ -94,27 +95,6 @@ def _warn_exposed(port: int, reason: str) -> None:
         file=sys.stderr, flush=True)
 
 
-def usable_cores() -> int:
-  """The CPU cores this process may run on (its affinity mask, else all)."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except (AttributeError, OSError):
-    return os.cpu_count() or 1
-
-
-def concurrent_calls(concurrency: int) -> int:
-  """worker_binary's --max_concurrent_computation_calls for a FedSuite
-  concurrency: 0 (the default of --worker_concurrency) is one client
-  computation per usable core; -1 (all at once) and N >= 1 pass unchanged.
-
-  Why one per core: a client's steps alone keep a 2-core machine ~1.75 cores
-  busy (small batches leave gaps between ops); two clients at a time fill the
-  gaps (~1.9 busy cores) while the number of clients in flight, and so the
-  worker's memory, stays bounded (benchmarks/round_speed.py --parts concurrency).
-  """
-  return usable_cores() if concurrency == 0 else concurrency
-
-
 class LocalWorker:
   """One `worker_binary` process (behind its launcher), started on demand and stopped explicitly."""
 
@@ -128,8 +108,7 @@ class LocalWorker:
       command: Optional[list[str]] = None,
   ):
     """Args:
-      max_concurrent_computation_calls: the worker's flag (-1: unlimited; 0:
-        one per usable core, see `concurrent_calls`).
+      max_concurrent_computation_calls: 0 (one per core), -1 (unlimited) or N.
       log_path: the worker's log file (default: a file in the temp folder).
       tag: environment tag of the worker process (default: pid-time).
       isolation: 'auto' (private network namespace if the machine allows it,
@@ -138,7 +117,7 @@ class LocalWorker:
       command: the executor command without `--port` (tests use a stand-in);
         default `worker_binary --max_concurrent_computation_calls=N`.
     """
-    self._max_concurrent = concurrent_calls(max_concurrent_computation_calls)
+    self._max_concurrent = addresses.concurrent_calls(max_concurrent_computation_calls)
     self._log_path = log_path
     self.tag = tag or f'{_tag_prefix(os.getpid())}{time.monotonic_ns()}'
     self.isolation = isolation or default_isolation()
@@ -401,8 +380,7 @@ def tff_runtime(
     # worker_binary is gone here, whatever happened inside the block.
 
   Args:
-    max_concurrent_computation_calls: the worker's flag (-1: unlimited; 0: one
-      per usable core, see `concurrent_calls`).
+    max_concurrent_computation_calls: 0 (one per core), -1 (unlimited) or N.
     log_path: the worker's log file.
     isolation: 'auto' | 'required' | 'off' (see `LocalWorker`).
     worker_binary: an executor service binary to run instead of the wheel's
@@ -417,7 +395,7 @@ def tff_runtime(
   command = None
   if worker_binary is not None:
     command = [check_worker_binary(worker_binary),
-               f'--max_concurrent_computation_calls={concurrent_calls(max_concurrent_computation_calls)}']
+               f'--max_concurrent_computation_calls={addresses.concurrent_calls(max_concurrent_computation_calls)}']
   worker = LocalWorker(
       max_concurrent_computation_calls=max_concurrent_computation_calls,
       log_path=log_path,

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_programs import runtime
+from tff_programs.remote import addresses
 from tests.tff_programs.process_checks import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -286,10 +287,10 @@ def test_concurrency_zero_is_one_client_computation_per_usable_core(monkeypatch)
   # 0 (the default of --worker_concurrency) follows the process's affinity mask,
   # not the machine's core count; -1 (all at once) and N >= 1 pass through.
   monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 2, 5})
-  assert runtime.usable_cores() == 3
-  assert [runtime.concurrent_calls(c) for c in (0, 1, 4, -1)] == [3, 1, 4, -1]
+  assert addresses.usable_cores() == 3
+  assert [addresses.concurrent_calls(c) for c in (0, 1, 4, -1)] == [3, 1, 4, -1]
   worker = runtime.LocalWorker(command=['true'])
   assert worker._max_concurrent == 3  # pylint: disable=protected-access
   monkeypatch.delattr(os, 'sched_getaffinity')
   monkeypatch.setattr(os, 'cpu_count', lambda: 7)
-  assert runtime.concurrent_calls(0) == 7
+  assert addresses.concurrent_calls(0) == 7

@@ -14,6 +14,7 @@ import pytest
 from tff_programs import executor_sandbox
 from tff_programs import remote_runtime
 from tff_programs import runtime
+from tff_programs.remote import addresses
 from tff_programs import worker as worker_lib
 from tff_programs import worker_tls
 from tests.tff_programs.process_checks import wait_gone, wait_until
@@ -63,7 +64,7 @@ def test_serves_loopback_only_keeps_the_executor_private_and_stops_on_sigterm(tm
     executor = proc.executor_pid
     # By default the executor runs one client computation per CPU core at once.
     with open(f'/proc/{executor}/cmdline') as f:
-      assert f'--max_concurrent_computation_calls={runtime.usable_cores()}' in f.read().split('\0')
+      assert f'--max_concurrent_computation_calls={addresses.usable_cores()}' in f.read().split('\0')
     # The executor lives in its own network namespace, the worker in ours.
     assert os.readlink(f'/proc/{executor}/ns/net') != os.readlink(f'/proc/{proc.pid}/ns/net')
     assert os.readlink(f'/proc/{proc.pid}/ns/net') == os.readlink('/proc/self/ns/net')
@@ -194,7 +195,7 @@ def test_a_user_built_executor_runs_instead_of_the_wheels(tmp_path):
   with runtime.tff_runtime(worker_binary=str(binary)):
     assert add_one(1) == 2
   assert marks.read_text().startswith(
-      f'--max_concurrent_computation_calls={runtime.usable_cores()} --port=')
+      f'--max_concurrent_computation_calls={addresses.usable_cores()} --port=')
   with pytest.raises(runtime.ExecutorError, match='--worker_binary=/nonexistent: no such file'):
     with runtime.tff_runtime(worker_binary='/nonexistent'):
       pass

@@ -103,8 +103,29 @@ def concurrency_problem(value) -> Optional[str]:
 
   The values of TFF's max_concurrent_computation_calls (-1: all at once, or
   an integer >= 1), plus 0: as many as the CPU cores this process may use
-  (`runtime.concurrent_calls` resolves it when the worker starts). Shared by
+  (`concurrent_calls` resolves it when the worker starts). Shared by
   the driver's --worker_concurrency and the worker's --concurrency."""
   if isinstance(value, bool) or not isinstance(value, int) or value < -1:
     return 'must be -1 (all at once), 0 (one per CPU core) or an integer >= 1'
   return None
+
+
+def usable_cores() -> int:
+  """The CPU cores this process may run on (its affinity mask, else all)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):
+    return os.cpu_count() or 1
+
+
+def concurrent_calls(concurrency: int) -> int:
+  """worker_binary's --max_concurrent_computation_calls for a FedSuite
+  concurrency: 0 (the default of --worker_concurrency) is one client
+  computation per usable core; -1 (all at once) and N >= 1 pass unchanged.
+
+  Why one per core: a client's steps alone keep a 2-core machine ~1.75 cores
+  busy (small batches leave gaps between ops); two clients at a time fill the
+  gaps (~1.9 busy cores) while the number of clients in flight, and so the
+  worker's memory, stays bounded (benchmarks/round_speed.py --parts concurrency).
+  """
+  return usable_cores() if concurrency == 0 else concurrency
