@@ -105,6 +105,7 @@ class LocalWorker:
       log_path: Optional[str] = None,
       tag: Optional[str] = None,
       isolation: Optional[str] = None,
+      binary: Optional[str] = None,
       command: Optional[list[str]] = None,
   ):
     """Args:
@@ -114,8 +115,9 @@ class LocalWorker:
       isolation: 'auto' (private network namespace if the machine allows it,
         else run exposed with a warning), 'required' (refuse to run exposed) or
         'off'; default from FEDSUITE_EXECUTOR_ISOLATION, else 'auto'.
-      command: the executor command without `--port` (tests use a stand-in);
-        default `worker_binary --max_concurrent_computation_calls=N`.
+      binary: the executor service to run (default: the wheel's worker_binary).
+      command: the whole executor command without `--port` (tests use a
+        stand-in); default `binary --max_concurrent_computation_calls=N`.
     """
     self._max_concurrent = addresses.concurrent_calls(max_concurrent_computation_calls)
     self._log_path = log_path
@@ -124,6 +126,7 @@ class LocalWorker:
     if self.isolation not in ISOLATIONS:
       raise ExecutorError(f'isolation={self.isolation!r}: allowed: {", ".join(ISOLATIONS)}')
     self._command = command
+    self._binary = binary
     self._launcher: Optional[subprocess.Popen[bytes]] = None
     self._lifeline: Optional[int] = None
     self._folder: Optional[str] = None
@@ -192,9 +195,8 @@ class LocalWorker:
     self._folder = tempfile.mkdtemp(prefix='fedsuite_executor_')  # mode 0700
     lifeline_r, self._lifeline = os.pipe()  # Not inherited by other children.
     status_r, status_w = os.pipe()
-    command = self._command or [
-        worker_binary_path(),
-        f'--max_concurrent_computation_calls={self._max_concurrent}']
+    command = self._command or [self._binary or worker_binary_path(),
+                                f'--max_concurrent_computation_calls={self._max_concurrent}']
     env = dict(os.environ, **{WORKER_TAG_ENV: self.tag})
     with open(log_path, 'ab') as log:
       self._launcher = subprocess.Popen(
@@ -392,15 +394,11 @@ def tff_runtime(
   """
   from tensorflow_federated.python.core.impl.context_stack import context_stack_impl  # pylint: disable=g-import-not-at-top
 
-  command = None
-  if worker_binary is not None:
-    command = [check_worker_binary(worker_binary),
-               f'--max_concurrent_computation_calls={addresses.concurrent_calls(max_concurrent_computation_calls)}']
   worker = LocalWorker(
       max_concurrent_computation_calls=max_concurrent_computation_calls,
       log_path=log_path,
       isolation=isolation,
-      command=command,
+      binary=check_worker_binary(worker_binary) if worker_binary is not None else None,
   )
   _live_workers.add(worker)
   previous = context_stack_impl.context_stack.current

@@ -160,8 +160,7 @@ def run(port: int, *, host: Optional[str] = None, tls_dir: Optional[str] = None,
     log.info(notice)
     print(f'worker: {notice}', file=sys.stderr, flush=True)
   executor = runtime.LocalWorker(
-      command=[binary, f'--max_concurrent_computation_calls={addresses.concurrent_calls(concurrency)}'],
-      log_path=log_file,
+      binary=binary, max_concurrent_computation_calls=concurrency, log_path=log_file,
       isolation=isolation)
   try:
     try:
