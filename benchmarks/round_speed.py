@@ -262,19 +262,21 @@ def main() -> None:
     print(f'K=3400: {k3400}', flush=True)
   if 'memory' in parts:
     small = timing.federated_views(x, y, x_test, y_test, num_clients=10, per_client=60)
-    samples = {}
+    samples, driver, worker = {}, {}, {}
     rounds = 40 if quick else 300
 
     def record(round_num):
       if round_num in (20, rounds) or round_num % 50 == 0:
-        samples[round_num] = timing.rss_mb()
+        driver[round_num], worker[round_num] = timing.rss_parts_mb()
+        samples[round_num] = driver[round_num] + worker[round_num]
 
     # Evaluating every 10 rounds: both ends include the evaluation's memory.
     timing.cli_rounds(small, rounds=rounds, clients_per_round=2, epochs=1, batch=10, on_round=record,
                eval_every=10)
     result['rss_mb_by_round'] = samples
+    result['rss_driver_mb_by_round'], result['rss_worker_mb_by_round'] = driver, worker
     result['rss_growth_20_to_last'] = samples[rounds] / samples[20] - 1
-    print(f'memory: {samples}', flush=True)
+    print(f'memory: {samples} (driver {driver}, worker {worker})', flush=True)
   if 'cifar' in parts:
     if not args.cifar_dir:
       parser.error('--parts=cifar needs --cifar_dir')

@@ -467,15 +467,15 @@ def profile_rounds(data: federated.FederatedData, *, rounds: int, **cli_args) ->
   return result
 
 
-def rss_mb() -> float:
-  """RSS of this process plus the TFF workers it started, in MiB."""
-  total = psutil.Process().memory_info().rss
+def rss_parts_mb() -> tuple[float, float]:
+  """(RSS of this process, RSS of the TFF workers it started), in MiB."""
+  workers = 0
   for pid in runtime.tagged_worker_pids(started_by=os.getpid()):
     try:
-      total += psutil.Process(pid).memory_info().rss
+      workers += psutil.Process(pid).memory_info().rss
     except psutil.Error:
       pass
-  return total / 2**20
+  return psutil.Process().memory_info().rss / 2**20, workers / 2**20
 
 
 # ---- report --------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_smoke_writes_every_output(finished_run):
                'model.keras', 'model.tflite', 'export_model.json', 'tff_worker.log'):
     assert (run_dir / name).exists(), name
   assert (run_dir / 'model' / 'saved_model.pb').exists()
-  assert (run_dir / 'checkpoints' / 'program_state_3').is_dir()
+  assert (run_dir / 'checkpoints' / 'server_state_3.npz').is_file()
   assert list((run_dir / 'tensorboard').glob('events.out.tfevents.*'))
   metric_rows = rows(run_dir)
   assert [r['round'] for r in metric_rows] == ['1', '2', '3']
@@ -154,7 +154,8 @@ def test_ctrl_c_saves_then_resume_equals_uninterrupted(tmp_path):
   _, stderr = proc.communicate(timeout=120)
   assert proc.returncode == 130, stderr[-3000:]
   assert 'Run the same command with --resume' in stderr
-  saved = sorted(int(p.name.rsplit('_', 1)[1]) for p in (tmp_path / 'cut' / 'checkpoints').glob('program_state_*'))
+  saved = sorted(int(p.name[len('server_state_'):-len('.npz')])
+                 for p in (tmp_path / 'cut' / 'checkpoints').glob('server_state_*.npz'))
   done = [int(r['round']) for r in rows(tmp_path / 'cut')]
   # Cut mid-run; the checkpoint is exactly the last round with a row: never ahead, never behind.
   assert 3 <= done[-1] < rounds and done == list(range(1, done[-1] + 1))
@@ -204,8 +205,8 @@ def test_a_diverging_run_stops_at_the_first_bad_round_with_one_line(tmp_path):
   assert f'at learning rate {0.1 * 1e5 ** (bad - 1):g}:' in error
   done = [int(r['round']) for r in rows(tmp_path / 'div')]
   assert done == list(range(1, bad))
-  saved = sorted(int(p.name.rsplit('_', 1)[1])
-                 for p in (tmp_path / 'div' / 'checkpoints').glob('program_state_*'))
+  saved = sorted(int(p.name[len('server_state_'):-len('.npz')])
+                 for p in (tmp_path / 'div' / 'checkpoints').glob('server_state_*.npz'))
   assert saved == [bad - 1]
   summary = json.loads((tmp_path / 'div' / 'summary.json').read_text())
   assert summary['rounds_completed'] == bad - 1

@@ -151,8 +151,7 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, with_client_states
 def test_resume_from_older_checkpoint_replaces_later_rows(tmp_path):
   run(tmp_path, rounds=3, algorithm=FakeAlgorithm(), checkpoint_every=2)
   # Simulate a crash that lost the round-3 checkpoint but not its metrics row.
-  import shutil
-  shutil.rmtree(tmp_path / 'checkpoints' / 'program_state_3')
+  (tmp_path / 'checkpoints' / 'server_state_3.npz').unlink()
   run(tmp_path, rounds=4, algorithm=FakeAlgorithm(), resume=True)
   assert [int(r['round']) for r in read_rows(tmp_path)] == [1, 2, 3, 4]
   full = run(tmp_path / 'ref', rounds=4, algorithm=FakeAlgorithm())
@@ -327,7 +326,7 @@ def test_first_downloads_are_counted_once_per_client_and_after_resume(tmp_path):
 def test_resume_skips_a_corrupted_newest_checkpoint(tmp_path, with_client_states):
   full = run(tmp_path / 'full', rounds=6, algorithm=FakeAlgorithm(with_client_states=with_client_states))
   run(tmp_path / 'cut', rounds=5, algorithm=FakeAlgorithm(with_client_states=with_client_states))
-  data = tmp_path / 'cut' / 'checkpoints' / 'program_state_5' / 'variables' / 'variables.data-00000-of-00001'
+  data = tmp_path / 'cut' / 'checkpoints' / 'server_state_5.npz'
   with open(data, 'r+b') as f:
     f.truncate(data.stat().st_size // 2)
   resumed = run(tmp_path / 'cut', rounds=6, resume=True,
