@@ -32,7 +32,9 @@ one round = 10 clients x 600 MNIST images, E=1, B=10, i.e. 600 SGD steps.
   scaling     cli rounds with 10/20/50/100 sampled clients of K=100, and with
               10 sampled of K=100 vs K=3,400 (per-client size fixed at 600),
               in wall and in CPU seconds (driver + worker);
-  memory      driver + worker RSS over 300 short rounds (2 clients x 60 images);
+  memory      driver + worker RSS over 300 short rounds (2 clients x 60 images),
+              in a fresh child process when other parts run too (a run starts
+              in a fresh process; this one's heap is shaped by the other parts);
   cifar       `cifar_cnn`, 10 clients x 5,000 CIFAR images, E=1, B=50: a cli
               round vs a plain loop over the same augmentation pipeline;
   profile     a cli round split into its phases: taking the prefetched inputs,
@@ -68,6 +70,7 @@ import collections
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -108,6 +111,42 @@ def table(result: dict[str, Any]) -> str:
         ratio = f'{value / ref:.2f}x'
       lines.append(f'| {key[:-8]} | {value:.3f} | {ratio} |')
   return '\n'.join(lines)
+
+
+_MEMORY_KEYS = ('rss_mb_by_round', 'rss_driver_mb_by_round', 'rss_worker_mb_by_round',
+                'rss_growth_20_to_last')
+
+
+def memory_series(x, y, x_test, y_test, quick: bool) -> dict[str, Any]:
+  """Driver and worker RSS (MiB) over 300 CLI rounds of 2 clients x 60 images,
+  evaluated and checkpointed every 10 rounds, at rounds 20, 50, 100, ... 300."""
+  small = timing.federated_views(x, y, x_test, y_test, num_clients=10, per_client=60)
+  samples, driver, worker = {}, {}, {}
+  rounds = 40 if quick else 300
+
+  def record(round_num):
+    if round_num in (20, rounds) or round_num % 50 == 0:
+      driver[round_num], worker[round_num] = timing.rss_parts_mb()
+      samples[round_num] = driver[round_num] + worker[round_num]
+
+  # Evaluating every 10 rounds: both ends include the evaluation's memory.
+  timing.cli_rounds(small, rounds=rounds, clients_per_round=2, epochs=1, batch=10, on_round=record,
+                    eval_every=10)
+  print(f'memory: {samples} (driver {driver}, worker {worker})', flush=True)
+  return dict(zip(_MEMORY_KEYS, (samples, driver, worker, samples[rounds] / samples[20] - 1)))
+
+
+def memory_in_fresh_process(args: argparse.Namespace) -> dict[str, Any]:
+  """`memory_series` run by this script in a child process (`--parts=memory`)."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, 'memory.json')
+    command = [sys.executable, os.path.abspath(__file__), '--parts=memory', f'--out={out}']
+    command += [f'--data_dir={args.data_dir}'] if args.data_dir else []
+    command += ['--quick'] if args.quick else []
+    subprocess.run(command, check=True)
+    with open(out) as f:
+      child = json.load(f)
+  return {key: child[key] for key in _MEMORY_KEYS}
 
 
 def main() -> None:
@@ -261,22 +300,12 @@ def main() -> None:
     result['k3400_rounds'], result['k100_rounds'] = k3400, k100
     print(f'K=3400: {k3400}', flush=True)
   if 'memory' in parts:
-    small = timing.federated_views(x, y, x_test, y_test, num_clients=10, per_client=60)
-    samples, driver, worker = {}, {}, {}
-    rounds = 40 if quick else 300
-
-    def record(round_num):
-      if round_num in (20, rounds) or round_num % 50 == 0:
-        driver[round_num], worker[round_num] = timing.rss_parts_mb()
-        samples[round_num] = driver[round_num] + worker[round_num]
-
-    # Evaluating every 10 rounds: both ends include the evaluation's memory.
-    timing.cli_rounds(small, rounds=rounds, clients_per_round=2, epochs=1, batch=10, on_round=record,
-               eval_every=10)
-    result['rss_mb_by_round'] = samples
-    result['rss_driver_mb_by_round'], result['rss_worker_mb_by_round'] = driver, worker
-    result['rss_growth_20_to_last'] = samples[rounds] / samples[20] - 1
-    print(f'memory: {samples} (driver {driver}, worker {worker})', flush=True)
+    if parts == ['memory']:
+      result.update(memory_series(x, y, x_test, y_test, quick), memory_process='this process (the only part)')
+    else:
+      # A run starts in a fresh process: measure its growth in one, not in a
+      # process whose heap the other parts have shaped.
+      result.update(memory_in_fresh_process(args), memory_process='a fresh child process')
   if 'cifar' in parts:
     if not args.cifar_dir:
       parser.error('--parts=cifar needs --cifar_dir')

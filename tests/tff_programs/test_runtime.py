@@ -9,6 +9,7 @@ import textwrap
 import threading
 import time
 
+import psutil
 import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -39,6 +40,17 @@ def test_worker_runs_inside_block_and_is_gone_after():
     # The default tag begins with the starting process's PID.
     assert set(runtime.tagged_worker_pids(started_by=os.getpid())) - earlier == {worker.pid}
     assert runtime.tagged_worker_pids(started_by=os.getppid()) == []
+    # Two malloc arenas unless the user chose (test_a_users_malloc_setting_reaches_the_worker).
+    assert psutil.Process(worker.pid).environ().get('MALLOC_ARENA_MAX') == (
+        os.environ.get('MALLOC_ARENA_MAX', '2'))
+  assert runtime.tagged_worker_pids(worker.tag) == []
+
+
+def test_a_users_malloc_setting_reaches_the_worker(monkeypatch):
+  monkeypatch.setenv('MALLOC_ARENA_MAX', '5')
+  with runtime.tff_runtime() as worker:
+    assert add_one(4) == 5
+    assert psutil.Process(worker.pid).environ()['MALLOC_ARENA_MAX'] == '5'
   assert runtime.tagged_worker_pids(worker.tag) == []
 
 
