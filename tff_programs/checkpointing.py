@@ -11,9 +11,9 @@ both. Old versions are pruned together (`keep_total`).
 
 Why not `tff.program.FileProgramStateManager` (the first format, below): it
 writes a TF SavedModel per save, and every `tf.saved_model.save` leaves about
-one state's size in the process (a CNN state: ~6 MB a checkpoint, the driver
-grew 0.6 GB over 1,000 rounds; TF issues #32234, #40171). numpy files cost
-nothing that stays, and they are read without TF.
+one state's size in the process (the MNIST CNN's: ~6 MB a checkpoint, 0.6 GB
+over 1,000 rounds at one checkpoint every 10; TF issues #32234, #40171).
+numpy archives keep nothing in the process and take 5 ms a save, not 124.
 
 Folders written by the first format (`program_state_<k>/`, a SavedModel
 holding OrderedDict(round, sampler, server_state)) are still read, so runs
@@ -267,7 +267,10 @@ class CheckpointManager:
     versions = self.versions()
     for round_num in versions[:-self.keep_total]:
       self._remove_version(round_num, with_client_states=True)
-    keep = set(versions[-self.keep_total:])
+    self._remove_orphan_client_states()
+
+  def _remove_orphan_client_states(self) -> None:
+    keep = set(self.versions())
     for name in os.listdir(self.directory):
       match = _CLIENT_FILE.match(name)
       if match and int(match.group(1)) not in keep:
@@ -283,11 +286,7 @@ class CheckpointManager:
           shutil.rmtree(path, ignore_errors=True)
         else:
           os.remove(path)
-    keep = set(self.versions())
-    for name in os.listdir(self.directory):
-      match = _CLIENT_FILE.match(name)
-      if match and int(match.group(1)) not in keep:
-        os.remove(os.path.join(self.directory, name))
+    self._remove_orphan_client_states()
 
 
 def _write_npz(path: str, entries: Iterable[tuple[str, Any]]) -> None:
